@@ -1,0 +1,2 @@
+"""Registered dataset builders."""
+from mmf.datasets.builders import movingfashion, videotoshop  # noqa: F401

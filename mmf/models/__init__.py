@@ -1,0 +1,2 @@
+"""Registered models."""
+from mmf.models import rice  # noqa: F401

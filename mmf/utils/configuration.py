@@ -1,0 +1,338 @@
+"""Configuration: OmegaConf layers with MMF's ``includes:`` and command-line conventions.
+
+Layers, each overriding the previous one:
+
+1. ``mmf/configs/defaults.yaml``;
+2. the model's defaults (``registry.get_model_class(model).config_path()``);
+3. each dataset's defaults (``builder.config_path()``);
+4. the user's ``config=<yaml>`` with its ``includes:``;
+5. the command-line dotlist ``a.b=c`` / ``a.b[0]=c``.
+
+Command-line values are read as Python literals (``8``, ``1e-4``, ``[1, 2]``, ``None``;
+``true``/``false``/``null`` too), anything else is a string. A command-line key that no
+layer defines raises ``ConfigError`` naming it. The result is fully resolved, so
+environment variables are frozen at launch, and in struct mode.
+"""
+import ast
+import importlib.util
+import logging
+import os
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from mmf.common.errors import ConfigError
+from mmf.common.registry import registry
+
+logger = logging.getLogger(__name__)
+
+# Keys that name what to run; they may be given without a dotted path.
+_TOP_LEVEL_CHOICES = ("config", "model", "dataset", "datasets", "run_type")
+_LEGACY_KEYS = {
+    "training.resume": "checkpoint.resume",
+    "training.resume_file": "checkpoint.resume_file",
+    "training.resume_best": "checkpoint.resume_best",
+    "training.load_pretrained": "checkpoint.resume_pretrained",
+    "training.pretrained_mapping": "checkpoint.pretrained_state_mapping",
+    "training.run_type": "run_type",
+}
+
+
+def get_mmf_root():
+    """Directory of the ``mmf`` package."""
+    return Path(__file__).resolve().parent.parent
+
+
+def register_resolvers():
+    """Resolvers used by ``defaults.yaml`` (idempotent)."""
+    OmegaConf.register_resolver(
+        "device_count", lambda: max(torch.cuda.device_count(), 1), replace=True
+    )
+    OmegaConf.register_resolver(
+        "resolve_cache_dir",
+        lambda env_key="MMF_CACHE_DIR": os.environ.get(env_key, "~/.cache/mmf"),
+        replace=True,
+    )
+    OmegaConf.register_resolver(
+        "resolve_dir",
+        lambda env_key, default="data": os.environ.get(env_key, default),
+        replace=True,
+    )
+
+
+def _find_file(path, search_dirs):
+    candidate = Path(os.path.expanduser(str(path)))
+    if candidate.is_absolute():
+        return candidate if candidate.is_file() else None
+    for directory in search_dirs:
+        full = Path(directory) / candidate
+        if full.is_file():
+            return full
+    return None
+
+
+def load_yaml(path, _stack=()):
+    """Load a yaml file and merge its ``includes:`` (in order) underneath its own body.
+
+    ``path`` is tried as given, then relative to the repository root and the ``mmf``
+    package. Each include is tried relative to the ``mmf`` package, then to the including
+    file's folder, then to the repository root.
+    """
+    root = get_mmf_root()
+    if _stack:
+        search = [root, Path(_stack[-1]).parent, root.parent, Path.cwd()]
+    else:
+        search = [Path.cwd(), root.parent, root]
+    found = _find_file(path, search)
+    if found is None:
+        where = f" (included from {_stack[-1]})" if _stack else ""
+        raise ConfigError(f"config file not found: {path}{where}")
+    found = found.resolve()
+    if str(found) in _stack:
+        chain = " -> ".join(list(_stack) + [str(found)])
+        raise ConfigError(f"circular includes: {chain}")
+
+    try:
+        with open(found, encoding="utf-8") as handle:
+            raw = yaml.safe_load(handle)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"malformed YAML in {found}{line}: {problem}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{found} is not a text yaml file: {err}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{found}: the top level must be a mapping, got {type(raw).__name__}")
+    try:
+        body = OmegaConf.create(raw)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{found}: {err}") from None
+
+    includes = body.pop("includes", None) or []
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, (list, ListConfig)):
+        raise ConfigError(f"{found}: 'includes' must be a list of paths")
+    merged = OmegaConf.create({})
+    for include in includes:
+        merged = _merge(merged, load_yaml(include, _stack + (str(found),)), str(found))
+    return _merge(merged, body, str(found))
+
+
+def _merge(base, other, where):
+    try:
+        return OmegaConf.merge(base, other)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{where}: cannot merge: {err}") from None
+
+
+def parse_value(text):
+    """Command-line value: a Python literal, a YAML keyword, or else the string itself."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("null", "none", "~"):
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
+
+
+def split_opts(opts):
+    """``["config=a.yaml", "model=rice", "a.b=1"]`` -> (choices, [(key, value)])."""
+    choices, overrides = {}, []
+    for opt in opts:
+        if "=" not in opt:
+            raise ConfigError(f"command-line option {opt!r} is not of the form key=value")
+        key, value = opt.split("=", 1)
+        key = key.strip().lstrip("+")
+        if not key:
+            raise ConfigError(f"command-line option {opt!r} has an empty key")
+        if key in _TOP_LEVEL_CHOICES:
+            choices["datasets" if key == "dataset" else key] = value
+        else:
+            overrides.append((key, value))
+    return choices, overrides
+
+
+def apply_override(config, key, value):
+    """Set ``key`` (``a.b``, ``a.b[0]``) to ``value``; the key must already exist."""
+    parts = _split_key(key)
+    node = config
+    for position, part in enumerate(parts):
+        last = position == len(parts) - 1
+        if isinstance(part, int):
+            if not isinstance(node, ListConfig):
+                raise ConfigError(f"unknown config key {key!r}: not a list at index [{part}]")
+            if not -len(node) <= part < len(node):
+                raise ConfigError(
+                    f"config key {key!r}: index {part} is out of range (list has {len(node)})"
+                )
+        elif not isinstance(node, DictConfig) or part not in node:
+            raise ConfigError(
+                f"unknown config key {key!r}: no config layer defines it "
+                f"(new keys can come from yaml files, not from the command line)"
+            )
+        if last:
+            with open_dict(node) if isinstance(node, DictConfig) else _nullcontext():
+                node[part] = value
+        else:
+            node = node[part]
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _split_key(key):
+    parts = []
+    for piece in key.split("."):
+        if not piece:
+            raise ConfigError(f"malformed config key {key!r}")
+        name, _, rest = piece.partition("[")
+        if name:
+            parts.append(name)
+        while rest:
+            index, closing, rest = rest.partition("]")
+            if not closing:
+                raise ConfigError(f"malformed config key {key!r}: missing ']'")
+            try:
+                parts.append(int(index))
+            except ValueError:
+                raise ConfigError(f"malformed config key {key!r}: [{index}] is not an index") from None
+            if rest:
+                if not rest.startswith("["):
+                    raise ConfigError(f"malformed config key {key!r}")
+                rest = rest[1:]
+    return parts
+
+
+def import_user_dir(user_dir):
+    """Import the package at ``user_dir`` so that its registrations run."""
+    if not user_dir:
+        return
+    path = Path(os.path.expanduser(str(user_dir))).resolve()
+    init = path / "__init__.py"
+    if not init.is_file():
+        raise ConfigError(f"env.user_dir {user_dir!r} is not a Python package (no __init__.py)")
+    name = path.name
+    if name in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(path)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+
+
+def _dataset_names(value):
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple, ListConfig)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [name.strip() for name in str(value).split(",") if name.strip()]
+
+
+class Configuration:
+    """Builds the run config from command-line options.
+
+    ``Configuration(["config=x.yaml", "model=rice", "dataset=videotoshop", "a.b=1"])``;
+    ``get_config()`` returns the resolved ``DictConfig`` in struct mode.
+    """
+
+    def __init__(self, opts=()):
+        register_resolvers()
+        choices, overrides = split_opts(list(opts))
+        base = load_yaml(get_mmf_root() / "configs" / "defaults.yaml")
+
+        user = OmegaConf.create({})
+        if choices.get("config"):
+            user = load_yaml(choices["config"])
+
+        model = choices.get("model") or user.get("model") or base.get("model")
+        datasets = _dataset_names(choices.get("datasets") or user.get("datasets"))
+
+        user_dir = dict(overrides).get("env.user_dir") or os.environ.get("MMF_USER_DIR")
+        if not user_dir:
+            user_dir = OmegaConf.select(user, "env.user_dir", default=None, throw_on_missing=False)
+        import_user_dir(user_dir)
+
+        from mmf.utils.env import setup_imports
+
+        setup_imports()
+        layers = [base]
+        if model:
+            layers.append(self._component_defaults("model", model))
+        for name in datasets:
+            layers.append(self._component_defaults("builder", name))
+        layers.append(user)
+        config = OmegaConf.create({})
+        for layer in layers:
+            config = _merge(config, layer, "configuration")
+
+        for key, value in overrides:
+            apply_override(config, key, parse_value(value))
+        with open_dict(config):
+            if model:
+                config.model = model
+            config.datasets = ",".join(datasets)
+            if choices.get("config"):
+                config.config = choices["config"]
+            if choices.get("run_type"):
+                config.run_type = choices["run_type"]
+        _upgrade(config)
+        _update_specific(config)
+        try:
+            resolved = OmegaConf.to_container(config, resolve=True)
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"cannot resolve config: {err}") from None
+        self.config = OmegaConf.create(resolved)
+        OmegaConf.set_struct(self.config, True)
+
+    @staticmethod
+    def _component_defaults(kind, name):
+        cls = registry.get(kind, name)
+        path = cls.config_path()
+        if path is None:
+            return OmegaConf.create({})
+        return load_yaml(get_mmf_root() / path)
+
+    def get_config(self):
+        return self.config
+
+
+def _upgrade(config):
+    for old, new in _LEGACY_KEYS.items():
+        value = OmegaConf.select(config, old, default=None)
+        if value is None:
+            continue
+        logger.warning("config key %s is deprecated; use %s", old, new)
+        OmegaConf.update(config, new, value, force_add=True)
+
+
+def _update_specific(config):
+    learning_rate = config.get("learning_rate")
+    if learning_rate is not None:
+        OmegaConf.update(config, "optimizer.params.lr", learning_rate, force_add=True)
+    if str(config.training.device).startswith("cuda") and not torch.cuda.is_available():
+        config.training.device = "cpu"
+
+
+def load_config(path, overrides=()):
+    """Load a saved run config (for example ``save/<exp>/config.yaml``) with optional overrides."""
+    register_resolvers()
+    config = load_yaml(path)
+    for key, value in overrides:
+        apply_override(config, key, value)
+    return config
