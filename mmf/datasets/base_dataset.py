@@ -30,7 +30,3 @@ class BaseDataset(torch.utils.data.Dataset):
     @property
     def collate_fn(self):
         return BatchCollator(self.dataset_name, self.dataset_type)
-
-    def epoch_summary(self):
-        """Counters to log at the end of an epoch (for example skipped samples); {} by default."""
-        return {}

@@ -16,10 +16,3 @@ class MMFConcatDataset(torch.utils.data.ConcatDataset):
     @property
     def collate_fn(self):
         return self.datasets[0].collate_fn
-
-    def epoch_summary(self):
-        summary = {}
-        for dataset in self.datasets:
-            for key, value in dataset.epoch_summary().items():
-                summary[key] = summary.get(key, 0) + value
-        return summary
