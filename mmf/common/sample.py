@@ -85,7 +85,13 @@ def _collate_field(key, values):
         shapes = {tuple(v.shape) for v in values}
         if len(shapes) != 1:
             raise ValueError(f"cannot stack field {key!r}: samples have shapes {sorted(shapes)}")
-        return torch.stack(values, 0)
+        out = None
+        if torch.utils.data.get_worker_info() is not None:
+            # In a DataLoader worker, stack straight into shared memory (as torch's
+            # default_collate does): sending the batch to the main process then copies nothing.
+            storage = first._typed_storage()._new_shared(first.numel() * len(values), device=first.device)
+            out = first.new(storage).resize_(len(values), *first.shape)
+        return torch.stack(values, 0, out=out)
     if isinstance(first, collections.abc.Mapping) and not isinstance(first, str):
         return SampleList([Sample(v) for v in values])
     return list(values)

@@ -21,7 +21,9 @@ class BaseDataset(torch.utils.data.Dataset):
 
     def init_processors(self):
         processors = build_processors(
-            self.config.get("processors") or {}, data_dir=self.config.get("data_dir")
+            self.config.get("processors") or {},
+            where=f"dataset_config.{self.dataset_name}.processors",
+            data_dir=self.config.get("data_dir"),
         )
         for key, processor in processors.items():
             setattr(self, key, processor)

@@ -1,10 +1,15 @@
-"""Builders that turn ``{type, params}`` config nodes into objects through the registry."""
+"""Builders that turn config nodes into objects: components through the registry
+(``{type, params}``), optimizer, scheduler, data loaders and the trainer."""
 import inspect
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mmf.common.errors import ConfigError
+from mmf.common.errors import ConfigError, UnknownNameError
 from mmf.common.registry import registry
+from mmf.utils.distributed import get_rank, get_world_size
+from mmf.utils.general import get_batch_size
+from mmf.utils.samplers import ResumableDistributedSampler, ShardSampler, seeded_generator
 
 
 def build_from_type_params(kind, config, where, **extra):
@@ -59,3 +64,128 @@ def build_model(config):
     model.build()
     model.init_losses()
     return model
+
+
+def build_optimizer(model, config):
+    """Optimizer ``optimizer.type`` over ``model.get_optimizer_parameters(config)``.
+
+    ``type`` is a registered optimizer (``adam_w``) or a ``torch.optim`` class name; its
+    ``params`` are keyword arguments (lists become tuples, e.g. ``betas``). Trainable
+    parameters that no group holds raise ``ConfigError`` unless
+    ``optimizer.allow_unused_parameters`` is set.
+    """
+    optimizer_config = config.optimizer
+    name = optimizer_config.get("type")
+    if not name:
+        raise ConfigError("optimizer.type is not set (for example optimizer.type=adam_w)")
+    if name in registry.list("optimizer"):
+        factory = registry.get_optimizer_class(name)
+    elif isinstance(getattr(torch.optim, name, None), type) and issubclass(
+        getattr(torch.optim, name), torch.optim.Optimizer
+    ):
+        factory = getattr(torch.optim, name)
+    else:
+        known = registry.list("optimizer") + ["<any torch.optim class>"]
+        raise UnknownNameError(f"optimizer.type: unknown optimizer {name!r}. Known: {known}")
+
+    groups = model.get_optimizer_parameters(config)
+    if not optimizer_config.get("allow_unused_parameters", False):
+        _check_unused_parameters(model, groups)
+    params = _plain_kwargs(optimizer_config.get("params"))
+    try:
+        return factory(groups, **params)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"optimizer.params for {name!r}: {err}") from None
+
+
+def _check_unused_parameters(model, groups):
+    grouped = set()
+    for group in groups:
+        params = group["params"] if isinstance(group, dict) else [group]
+        grouped.update(id(p) for p in params)
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in grouped]
+    if missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise ConfigError(
+            f"{len(missing)} trainable parameters are in no optimizer group ({shown}); "
+            f"fix get_optimizer_parameters or set optimizer.allow_unused_parameters=true"
+        )
+
+
+def _plain_kwargs(node):
+    if node is None:
+        return {}
+    plain = (
+        OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    )
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in plain.items()}
+
+
+def build_scheduler(optimizer, config):
+    """``scheduler.type`` built as ``cls(optimizer, **scheduler.params)``, or None when
+    ``training.lr_scheduler`` is off."""
+    if not config.training.get("lr_scheduler", False):
+        return None
+    scheduler_config = config.get("scheduler") or {}
+    name = scheduler_config.get("type")
+    if not name:
+        raise ConfigError("training.lr_scheduler is true but scheduler.type is not set")
+    try:
+        cls = registry.get_scheduler_class(name)
+    except ConfigError as err:
+        raise type(err)(f"scheduler.type: {err}") from None
+    try:
+        return cls(optimizer, **_plain_kwargs(scheduler_config.get("params")))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"scheduler.params for {name!r}: {err}") from None
+
+
+def build_dataloader_and_sampler(dataset, config, split, seed=0):
+    """``(DataLoader, sampler)`` for ``split`` of ``dataset`` on this rank.
+
+    The per-device batch is ``training.batch_size // world_size`` (or
+    ``training.batch_size_per_device``). The training split uses a
+    ``ResumableDistributedSampler`` (shuffle ``training.shuffle``, drop_last
+    ``training.drop_last``; call ``sampler.set_epoch``); other splits use a ``ShardSampler``
+    that evaluates every sample exactly once over all ranks. ``seed`` must be the same on
+    every rank; the loader's generator is re-seeded per epoch by the trainer.
+    """
+    training = config.training
+    world_size, rank = get_world_size(), get_rank()
+    batch_size = get_batch_size(training, world_size)
+    if split == "train":
+        drop_last = bool(training.get("drop_last", False))
+        sampler = ResumableDistributedSampler(
+            dataset,
+            num_replicas=world_size,
+            rank=rank,
+            shuffle=bool(training.get("shuffle", True)),
+            seed=seed,
+            drop_last=drop_last,
+        )
+    else:
+        drop_last = False
+        sampler = ShardSampler(dataset, num_replicas=world_size, rank=rank)
+    num_workers = int(training.get("num_workers", 0))
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        pin_memory=bool(training.get("pin_memory", False)) and torch.cuda.is_available(),
+        persistent_workers=num_workers > 0 and bool(training.get("persistent_workers", False)),
+        collate_fn=dataset.collate_fn,
+        generator=seeded_generator(seed),
+    )
+    return loader, sampler
+
+
+def build_trainer(config):
+    """The trainer class ``training.trainer`` (default ``mmf``), constructed with ``config``."""
+    name = config.training.get("trainer", "mmf")
+    try:
+        cls = registry.get_trainer_class(name)
+    except ConfigError as err:
+        raise type(err)(f"training.trainer: {err}") from None
+    return cls(config)

@@ -1,0 +1,401 @@
+"""Checkpoints in ``env.save_dir``: what is written, when, and how a run resumes.
+
+Files (rank 0 writes them; every write goes to a temporary file in the same folder, is
+fsync'ed and then ``os.replace``d, so a crash never leaves a half-written checkpoint):
+
+- ``config.yaml``: the fully resolved run config, written when the trainer loads.
+- ``current.ckpt``: the latest full state, every ``training.checkpoint_interval`` updates
+  and at the end of training: model (unwrapped), optimizer, lr scheduler, grad scaler,
+  ``TrainerState`` (counters and data-loader position), callback states, the RNG states
+  of every rank and the config. ``checkpoint.resume=true`` continues from it exactly.
+- ``models/model_<N>.ckpt``: history copies of ``current.ckpt``; ``checkpoint.max_to_keep``
+  -1 keeps all, 0 none, k the last k.
+- ``best.ckpt``: the state at the best validation value (early stopping).
+- ``<model>_final.pth``: the bare, unwrapped model state dict at the end of training.
+
+Everything is loaded with ``torch.load(..., weights_only=True)``; the files hold only
+tensors and plain Python containers.
+"""
+import collections.abc
+import logging
+import os
+import random
+import re
+import shutil
+import tempfile
+import warnings
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from mmf.common.errors import CheckpointError, ConfigError
+from mmf.utils.distributed import all_gather_object, get_rank, get_world_size, is_main
+from mmf.utils.general import unwrap_model
+
+logger = logging.getLogger(__name__)
+
+_HISTORY_NAME = re.compile(r"^model_(\d+)\.ckpt$")
+
+
+def atomic_write(path, write):
+    """Call ``write(file)`` on a temporary file next to ``path``, then move it into place."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(
+        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp", delete=False
+    )
+    try:
+        with handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:
+        if os.path.exists(handle.name):
+            os.remove(handle.name)
+        raise
+
+
+def atomic_torch_save(obj, path):
+    atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+def load_checkpoint_file(path):
+    """The dict stored in ``path``; ``CheckpointError`` naming the path if it is missing,
+    truncated or not a checkpoint."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt or foreign files
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"cannot read checkpoint {path} (truncated or not a torch checkpoint): {reason}"
+        ) from None
+    if not isinstance(data, collections.abc.Mapping):
+        raise CheckpointError(f"{path} holds a {type(data).__name__}, not a checkpoint dict")
+    return data
+
+
+def load_state_dict_file(path):
+    """Model state dict from ``path``: a bare state dict or a checkpoint with ``"model"``."""
+    data = load_checkpoint_file(path)
+    state_dict = (
+        data.get("model") if isinstance(data.get("model"), collections.abc.Mapping) else data
+    )
+    if not state_dict or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise CheckpointError(f"{path} holds no model state dict (expected tensors by name)")
+    return dict(state_dict)
+
+
+def strip_module_prefix(state_dict):
+    """Drop the ``module.`` prefix that DataParallel/DDP wrappers add to every key."""
+    return {
+        (key[len("module.") :] if key.startswith("module.") else key): value
+        for key, value in state_dict.items()
+    }
+
+
+def capture_rng_state():
+    """Python, numpy, torch (and CUDA) RNG states as tensors and plain containers."""
+    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {
+            "name": str(name),
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state):
+    random.setstate(_as_tuple(state["python"]))
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["name"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(value):
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+class Checkpoint:
+    """Saves and restores the full state of an ``MMFTrainer`` in ``trainer.save_dir``.
+
+    ``save`` is collective (every rank calls it; the RNG states of all ranks are gathered)
+    and rank 0 writes. ``resume`` runs on every rank.
+    """
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.config = trainer.config.checkpoint
+        self.save_dir = trainer.save_dir
+        self.current_path = os.path.join(self.save_dir, "current.ckpt")
+        self.best_path = os.path.join(self.save_dir, "best.ckpt")
+        self.models_dir = os.path.join(self.save_dir, "models")
+        self.max_to_keep = int(self.config.get("max_to_keep", 0))
+        self.pending_rng = None
+
+    # ---------------------------------------------------------------- writing
+    def save_config(self):
+        if not is_main():
+            return
+        text = OmegaConf.to_yaml(self.trainer.config, resolve=True)
+        atomic_write(
+            os.path.join(self.save_dir, "config.yaml"), lambda h: h.write(text.encode("utf-8"))
+        )
+
+    def state_dict(self):
+        trainer = self.trainer
+        state = trainer.state
+        rng = all_gather_object(capture_rng_state())
+        return {
+            "model": unwrap_model(trainer.model).state_dict(),
+            "optimizer": trainer.optimizer.state_dict(),
+            "lr_scheduler": trainer.scheduler.state_dict() if trainer.scheduler else None,
+            "fp16_scaler": trainer.scaler.state_dict(),
+            "trainer_state": state.state_dict(),
+            "callbacks": {cb.state_key: cb.state_dict() for cb in trainer.callbacks},
+            "rng": rng,
+            "config": OmegaConf.to_container(trainer.config, resolve=True),
+            # MMF's flat counters, for tools that read them.
+            "num_updates": state.num_updates,
+            "current_iteration": state.current_iteration,
+            "current_epoch": state.current_epoch,
+            "best_update": state.best_update,
+            "best_iteration": state.best_update,
+            "best_metric_value": state.best_metric_value,
+        }
+
+    def save(self, current=True, history=False, best=False):
+        """Write ``current.ckpt`` (and a ``models/`` history copy) and/or ``best.ckpt``."""
+        data = self.state_dict()
+        if not is_main():
+            return
+        if current:
+            atomic_torch_save(data, self.current_path)
+            if history and self.max_to_keep != 0:
+                self._add_history(self.trainer.state.num_updates)
+        if best:
+            atomic_torch_save(data, self.best_path)
+
+    def _add_history(self, num_updates):
+        os.makedirs(self.models_dir, exist_ok=True)
+        target = os.path.join(self.models_dir, f"model_{num_updates}.ckpt")
+        temporary = target + ".tmp"
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        try:
+            os.link(self.current_path, temporary)
+        except OSError:
+            shutil.copyfile(self.current_path, temporary)
+        os.replace(temporary, target)
+        if self.max_to_keep > 0:
+            for path in self.history()[: -self.max_to_keep]:
+                os.remove(path)
+
+    def history(self):
+        """Paths of ``models/model_<N>.ckpt``, oldest first."""
+        if not os.path.isdir(self.models_dir):
+            return []
+        found = []
+        for name in os.listdir(self.models_dir):
+            match = _HISTORY_NAME.match(name)
+            if match:
+                found.append((int(match.group(1)), os.path.join(self.models_dir, name)))
+        return [path for _, path in sorted(found)]
+
+    def finalize(self):
+        """Write ``<model>_final.pth`` (bare unwrapped state dict); returns its path."""
+        model = unwrap_model(self.trainer.model)
+        name = model.get_ckpt_name() if hasattr(model, "get_ckpt_name") else self.trainer.model_name
+        path = os.path.join(self.save_dir, f"{name}_final.pth")
+        if is_main():
+            state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            atomic_torch_save(state_dict, path)
+            logger.info("saved final model to %s", path)
+        return path
+
+    # ---------------------------------------------------------------- reading
+    def resume(self):
+        """Load the checkpoint the config asks for (MMF semantics); returns its path or None.
+
+        1. ``resume_file`` is loaded when ``resume`` is off or ``current.ckpt`` does not
+           exist yet (``resume=true`` + ``resume_file`` = "start from the file, continue from
+           current.ckpt after a restart").
+        2. Else with ``resume``: ``current.ckpt`` (``best.ckpt`` first with ``resume_best``).
+
+        ``resume_pretrained`` with a non-empty ``pretrained_state_mapping`` copies only the
+        mapped weights; ``reset.{all,optimizer,counts,fp16_scaler}`` skip parts of the state.
+        """
+        config = self.config
+        if config.get("resume_zoo"):
+            raise ConfigError(
+                "checkpoint.resume_zoo is not supported (there is no model zoo); "
+                "use checkpoint.resume_file"
+            )
+        resume_file = config.get("resume_file")
+        if resume_file and (not config.get("resume") or not os.path.isfile(self.current_path)):
+            self.load(resume_file, pretrained=bool(config.get("resume_pretrained")))
+            return resume_file
+        if config.get("resume"):
+            order = [self.current_path, self.best_path]
+            if config.get("resume_best"):
+                order.reverse()
+            for path in order:
+                if os.path.isfile(path):
+                    self.load(path)
+                    return path
+            logger.info("checkpoint.resume: nothing to resume in %s; starting fresh", self.save_dir)
+        return None
+
+    def load(self, path, pretrained=False):
+        trainer = self.trainer
+        data = load_checkpoint_file(path)
+        bare = not isinstance(data.get("model"), collections.abc.Mapping)
+        model = unwrap_model(trainer.model)
+        model_state = data if bare else data["model"]
+        model_state = {
+            model.format_state_key(key): value
+            for key, value in strip_module_prefix(model_state).items()
+        }
+        mapping = self.config.get("pretrained_state_mapping") or {}
+        if pretrained and mapping:
+            self._load_mapped(path, model, model_state, mapping)
+            return
+        if pretrained:
+            logger.warning(
+                "checkpoint.resume_pretrained without pretrained_state_mapping loads the "
+                "full state of %s (MMF semantics); use checkpoint.reset.* to skip parts",
+                path,
+            )
+        incompatible = model.load_state_dict(model_state, strict=False)
+        if incompatible.missing_keys:
+            logger.warning(
+                "%s: %d missing keys: %s",
+                path,
+                len(incompatible.missing_keys),
+                incompatible.missing_keys[:10],
+            )
+        if incompatible.unexpected_keys:
+            logger.warning(
+                "%s: %d unexpected keys: %s",
+                path,
+                len(incompatible.unexpected_keys),
+                incompatible.unexpected_keys[:10],
+            )
+        logger.info("loaded model weights from %s", path)
+        if bare:
+            return
+
+        reset = self.config.get("reset") or {}
+        reset_all = bool(reset.get("all", False))
+        if not (reset_all or reset.get("optimizer", False)) and data.get("optimizer"):
+            trainer.optimizer.load_state_dict(data["optimizer"])
+        if not (reset_all or reset.get("fp16_scaler", False)) and data.get("fp16_scaler"):
+            trainer.scaler.load_state_dict(data["fp16_scaler"])
+        if reset_all or reset.get("counts", False):
+            return
+        if "trainer_state" in data:
+            trainer.state.load_state_dict(data["trainer_state"])
+        else:
+            for key in (
+                "num_updates",
+                "current_iteration",
+                "current_epoch",
+                "best_update",
+                "best_metric_value",
+            ):
+                if key in data:
+                    setattr(trainer.state, key, data[key])
+        self._load_scheduler(data.get("lr_scheduler"))
+        states = data.get("callbacks") or {}
+        for callback in trainer.callbacks:
+            if callback.state_key in states:
+                callback.load_state_dict(states[callback.state_key])
+        rng = data.get("rng")
+        if rng and len(rng) == get_world_size():
+            self.pending_rng = rng[get_rank()]
+        elif rng:
+            logger.warning(
+                "%s was saved by %d processes, this run has %d: RNG states are not restored",
+                path,
+                len(rng),
+                get_world_size(),
+            )
+        logger.info(
+            "resumed from %s at update %d (epoch %d, batch %d)",
+            path,
+            trainer.state.num_updates,
+            trainer.state.current_epoch,
+            trainer.state.batches_in_epoch,
+        )
+
+    def _load_scheduler(self, state):
+        scheduler = self.trainer.scheduler
+        if scheduler is None:
+            return
+        if state:
+            scheduler.load_state_dict(state)
+            return
+        # An MMF checkpoint without scheduler state: jump the schedule to the update count.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scheduler.last_epoch = self.trainer.state.num_updates - 1
+            scheduler.step()
+
+    def _load_mapped(self, path, model, model_state, mapping):
+        own = model.state_dict()
+        copied = {}
+        for own_prefix, ckpt_prefix in mapping.items():
+            for key, value in own.items():
+                if not key.startswith(own_prefix):
+                    continue
+                source = ckpt_prefix + key[len(own_prefix) :]
+                if source in model_state and model_state[source].shape == value.shape:
+                    copied[key] = model_state[source]
+        if not copied:
+            raise CheckpointError(
+                f"checkpoint.pretrained_state_mapping {dict(mapping)} matched no weights of "
+                f"the model in {path}"
+            )
+        model.load_state_dict(copied, strict=False)
+        logger.info("loaded %d mapped pretrained tensors from %s", len(copied), path)
+
+    def restore_rng(self):
+        """Apply the RNG state of a resumed checkpoint (call when setup is finished)."""
+        if self.pending_rng is not None:
+            restore_rng_state(self.pending_rng)
+            self.pending_rng = None
+
+    def load_best_model(self):
+        """Load the weights of ``best.ckpt`` into the model, if it exists; True if loaded."""
+        if not os.path.isfile(self.best_path):
+            return False
+        state = strip_module_prefix(load_state_dict_file(self.best_path))
+        unwrap_model(self.trainer.model).load_state_dict(state)
+        logger.info(
+            "restored the best model (update %d) from %s",
+            self.trainer.state.best_update,
+            self.best_path,
+        )
+        return True
