@@ -1,0 +1,233 @@
+"""scripts/make_demo_data.py: layout and format validity of the default demo, determinism."""
+
+import hashlib
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mmf.datasets.lpr4m_urls import live_id_of, parse_clip_id, parse_frame_id
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "make_demo_data.py"
+_spec = importlib.util.spec_from_file_location("make_demo_data", SCRIPT)
+make_demo_data = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_demo_data)
+# Galleries of 50-200 images like the default demo, with ten times fewer clips.
+MEDIUM = [
+    "--num_products",
+    "10",
+    "--clips_per_product",
+    "2",
+    "--num_val_products",
+    "2",
+    "--val_clips_per_product",
+    "2",
+    "--num_train_lives",
+    "2",
+    "--num_lives",
+    "2",
+    "--query_products_per_live",
+    "6",
+    "--queries_per_live",
+    "8",
+    "--distractors_per_live",
+    "22",
+    "--foreign_per_live",
+    "28",
+]
+SMALL = [
+    "--num_products",
+    "6",
+    "--clips_per_product",
+    "2",
+    "--num_val_products",
+    "2",
+    "--val_clips_per_product",
+    "1",
+    "--num_train_lives",
+    "2",
+    "--num_lives",
+    "2",
+    "--query_products_per_live",
+    "3",
+    "--queries_per_live",
+    "4",
+    "--distractors_per_live",
+    "2",
+    "--foreign_per_live",
+    "2",
+    "--gallery_size",
+    "5",
+    "30",
+]
+
+
+def _command(out, seed, *extra):
+    return [sys.executable, str(SCRIPT), "--out", str(out), "--seed", str(seed), *extra]
+
+
+def run_generator(out, seed, *extra):
+    result = subprocess.run(_command(out, seed, *extra), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def tree_digest(root):
+    """{relative path: sha256} of every file under root."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    start = time.time()
+    stdout = run_generator(out, 0, "--workers", "2", *MEDIUM)
+    return out, stdout, time.time() - start
+
+
+def read_train_file(path):
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        columns = line.split("\t")
+        assert len(columns) == 11, f"{path}:{number}"
+        rows.append(columns)
+    return rows
+
+
+def test_demo_layout_and_formats(demo):
+    out, stdout, seconds = demo
+    ann = out / "annotations"
+    assert stdout.startswith("make_demo_data: ") and stdout.count("\n") == 1
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    assert size < 100e6, size
+    print(f"demo: {seconds:.1f} s, {size / 1e6:.1f} MB")
+
+    referenced = set()
+    train_images, val_images = set(), set()
+    for name, images in (
+        ("training_videoinfo_demo.txt", train_images),
+        ("training_videoinfo_demo_val.txt", val_images),
+    ):
+        rows = read_train_file(ann / name)
+        assert rows
+        for video_id, frames, boxes, image_id, title, cat_id, cat_name, asr, scale, duration, count in rows:
+            live_id, start, end = parse_clip_id(video_id)
+            assert end > start
+            frame_ids, box_lists = json.loads(frames), json.loads(boxes)
+            assert len(frame_ids) == len(box_lists) == 10
+            assert len(set(frame_ids)) == 10
+            assert any(box_lists), "the product is visible in some frame"
+            for frame_id, frame_boxes in zip(frame_ids, box_lists):
+                ref = parse_frame_id(frame_id)
+                assert (
+                    ref.clip_id == video_id and ref.live_id == live_id and len(frame_id) == len(video_id) + 5
+                )
+                path = out / "training_frames" / video_id / f"{frame_id}.jpg"
+                with Image.open(path) as frame:
+                    width, height = frame.size
+                assert min(width, height) == 256
+                for x1, y1, x2, y2 in frame_boxes:
+                    assert 0 <= x1 < x2 <= width - 1 and 0 <= y1 < y2 <= height - 1
+                referenced.add(path)
+            image = out / "training_images" / f"{image_id}.jpg"
+            assert image.exists()
+            referenced.add(image)
+            images.add(image_id)
+            assert title and asr and make_demo_data.CATEGORIES[int(cat_id)] == cat_name
+            assert scale in ("small", "medium", "large") and duration in ("short", "medium", "long")
+            assert count in ("single", "multiple")
+    assert not train_images & val_images
+    assert 5 <= len(make_demo_data.CATEGORIES) <= 8
+    assert len(train_images) == 10 and len(val_images) == 2
+
+    queries = json.loads((ann / "query_tenframes.json").read_text())
+    gallery_lines = (ann / "gallery_main.txt").read_text().splitlines()
+    assert len(gallery_lines) == len(set(gallery_lines))
+    (gt_file,) = ann.glob("test_videoid_to_gtimage_*.json")
+    (live_file,) = ann.glob("test_liveid_to_gallery_*.json")
+    (asr_file,) = ann.glob("test_videoid_asr_*.txt")
+    (title_file,) = ann.glob("test_image_title_*.txt")
+    (box_file,) = ann.glob("test_frameid2gtbox_*.json")
+    gt = json.loads(gt_file.read_text())
+    live_to_gallery = json.loads(live_file.read_text())
+    assert gt_file.name == f"test_videoid_to_gtimage_{len(queries)}.json"
+    assert live_file.name == f"test_liveid_to_gallery_{len(live_to_gallery)}.json"
+    assert len(queries) == 16 and len(live_to_gallery) == 2
+
+    gallery_by_live = {}
+    for line in gallery_lines:
+        live_id, name = line.split("/")
+        assert (out / "gallery" / line).exists()
+        referenced.add(out / "gallery" / line)
+        gallery_by_live.setdefault(live_id, []).append(name[: -len(".jpg")])
+    assert gallery_by_live == live_to_gallery
+    assert all(50 <= len(images) <= 200 for images in gallery_by_live.values())
+    all_gallery_ids = {i for images in gallery_by_live.values() for i in images}
+    assert not all_gallery_ids & (train_images | val_images), "test images are unseen in training"
+
+    assert set(gt) == set(queries)
+    distractors = 0
+    for video_id, entry in queries.items():
+        live_id = live_id_of(video_id)
+        parse_clip_id(video_id)
+        assert entry["gt"] == gt[video_id] and entry["gt"]
+        assert set(entry["gt"]) <= set(gallery_by_live[live_id])
+        assert entry["category"] in make_demo_data.CATEGORIES
+        assert len(entry["frames"]) == 10
+        for frame in entry["frames"]:
+            clip_dir, name = frame.split("/")
+            assert clip_dir == video_id and parse_frame_id(name[: -len(".jpg")]).clip_id == video_id
+            assert (out / "query" / frame).exists()
+            referenced.add(out / "query" / frame)
+    for live_id, images in gallery_by_live.items():
+        positives = {g for v, e in queries.items() if live_id_of(v) == live_id for g in e["gt"]}
+        distractors += len(set(images) - positives)
+    assert distractors >= 4 * len(gallery_by_live)
+
+    asr = dict(line.split("\t") for line in asr_file.read_text().splitlines())
+    assert set(asr) == set(queries) and all(asr.values())
+    titles = dict(line.split("\t") for line in title_file.read_text().splitlines())
+    assert title_file.name == f"test_image_title_{len(titles)}.txt" and set(titles) == all_gallery_ids
+    frame_boxes = json.loads(box_file.read_text())
+    assert all(parse_frame_id(f).clip_id in queries and boxes for f, boxes in frame_boxes.items())
+
+    on_disk = {p for p in out.rglob("*.jpg")}
+    assert on_disk == referenced, "every image on disk is referenced and vice versa"
+
+
+def test_demo_is_deterministic_for_a_seed(tmp_path):
+    runs = [
+        subprocess.Popen(
+            _command(tmp_path / name, seed, "--workers", workers, *SMALL), stderr=subprocess.PIPE, text=True
+        )
+        for name, seed, workers in (("a", 3, "1"), ("b", 3, "2"), ("c", 4, "1"))
+    ]
+    for run in runs:
+        _, stderr = run.communicate(timeout=300)
+        assert run.returncode == 0, stderr
+    first, second, other = (tree_digest(tmp_path / name) for name in "abc")
+    assert len(first) > 50
+    assert first == second
+    assert first != other
+    assert set(first) != set(other), "another seed gives other ids"
+
+
+def test_existing_output_needs_overwrite(demo):
+    out, _, _ = demo
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(out), "--seed", "0", *SMALL],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0 and "--overwrite" in result.stderr
