@@ -22,6 +22,10 @@ class WarmupCosineScheduler(LambdaLR):
     def __init__(
         self, optimizer, num_warmup_steps, num_training_steps, num_cycles=0.5, last_epoch=-1
     ):
+        # Fail here on a malformed value, not at the first step past the warmup.
+        num_warmup_steps, num_training_steps = int(num_warmup_steps), int(num_training_steps)
+        num_cycles = float(num_cycles)
+
         def factor(step):
             if step < num_warmup_steps:
                 return float(step) / float(max(1, num_warmup_steps))
@@ -39,6 +43,8 @@ class WarmupLinearScheduler(LambdaLR):
     (``transformers.get_linear_schedule_with_warmup``)."""
 
     def __init__(self, optimizer, num_warmup_steps, num_training_steps, last_epoch=-1):
+        num_warmup_steps, num_training_steps = int(num_warmup_steps), int(num_training_steps)
+
         def factor(step):
             if step < num_warmup_steps:
                 return float(step) / float(max(1, num_warmup_steps))

@@ -44,6 +44,8 @@ def _accepted_kwargs(cls, extra):
 
 def build_processors(processors_config, where="processors", **extra):
     """``{key: {type, params}}`` -> ``{key: processor}``."""
+    if not hasattr(processors_config, "items"):
+        raise ConfigError(f"{where}: expected a mapping of processors, got {processors_config!r}")
     return {
         key: build_from_type_params("processor", cfg, f"{where}.{key}", **extra)
         for key, cfg in processors_config.items()
@@ -94,7 +96,7 @@ def build_optimizer(model, config):
     params = _plain_kwargs(optimizer_config.get("params"))
     try:
         return factory(groups, **params)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, IndexError, OverflowError) as err:
         raise ConfigError(f"optimizer.params for {name!r}: {err}") from None
 
 
@@ -136,7 +138,7 @@ def build_scheduler(optimizer, config):
         raise type(err)(f"scheduler.type: {err}") from None
     try:
         return cls(optimizer, **_plain_kwargs(scheduler_config.get("params")))
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:
         raise ConfigError(f"scheduler.params for {name!r}: {err}") from None
 
 

@@ -29,13 +29,20 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from mmf.common.errors import CheckpointError, ConfigError
+from mmf.common.errors import CheckpointError, ConfigError, MMFError
 from mmf.utils.distributed import all_gather_object, get_rank, get_world_size, is_main
 from mmf.utils.general import unwrap_model
 
 logger = logging.getLogger(__name__)
 
 _HISTORY_NAME = re.compile(r"^model_(\d+)\.ckpt$")
+# What restoring a readable file with the wrong content raises (torch, optimizers, RNGs).
+_MISFIT_ERRORS = (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError)
+# Parts of torch.load's weights_only errors.
+_TORCH_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_TORCH_ADVICE = (
+    "Weights only load failed", "(1)", "(2)", "Please file an issue", "Check the documentation"
+)
 
 
 def atomic_write(path, write):
@@ -70,13 +77,35 @@ def load_checkpoint_file(path):
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or foreign files
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(
-            f"cannot read checkpoint {path} (truncated or not a torch checkpoint): {reason}"
-        ) from None
+        raise _load_error(path, err) from None
     if not isinstance(data, collections.abc.Mapping):
         raise CheckpointError(f"{path} holds a {type(data).__name__}, not a checkpoint dict")
     return data
+
+
+def _load_error(path, err):
+    """``CheckpointError`` for a failed ``torch.load``: pickled objects other than tensors and
+    containers are refused as such; anything else is an unreadable file. torch's advice to
+    load with ``weights_only=False`` is left out."""
+    text = str(err)
+    refused = _TORCH_GLOBAL.search(text)
+    if refused and "Weights only load failed" in text:
+        return CheckpointError(
+            f"refusing to load {path}: it holds a pickled Python object ({refused.group(1)}) "
+            f"besides tensors and plain containers; weights_only loading does not run it "
+            f"(it could execute code)"
+        )
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reason = next((line for line in lines if not line.startswith(_TORCH_ADVICE)), "")
+    return CheckpointError(
+        f"cannot read checkpoint {path} (truncated or not a torch checkpoint): "
+        f"{type(err).__name__}: {reason or (lines[0] if lines else '')}"
+    )
+
+
+def _one_line(err):
+    text = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    return f"{type(err).__name__}: {text}"
 
 
 def load_state_dict_file(path):
@@ -154,6 +183,7 @@ class Checkpoint:
         self.models_dir = os.path.join(self.save_dir, "models")
         self.max_to_keep = int(self.config.get("max_to_keep", 0))
         self.pending_rng = None
+        self.pending_rng_source = None
 
     # ---------------------------------------------------------------- writing
     def save_config(self):
@@ -269,8 +299,17 @@ class Checkpoint:
         return None
 
     def load(self, path, pretrained=False):
-        trainer = self.trainer
         data = load_checkpoint_file(path)
+        try:
+            self._restore(path, data, pretrained)
+        except MMFError:
+            raise
+        except _MISFIT_ERRORS as err:
+            # A readable file whose content does not fit this model, optimizer or run.
+            raise CheckpointError(f"{path} does not fit this run: {_one_line(err)}") from err
+
+    def _restore(self, path, data, pretrained):
+        trainer = self.trainer
         bare = not isinstance(data.get("model"), collections.abc.Mapping)
         model = unwrap_model(trainer.model)
         model_state = data if bare else data["model"]
@@ -287,6 +326,11 @@ class Checkpoint:
                 "checkpoint.resume_pretrained without pretrained_state_mapping loads the "
                 "full state of %s (MMF semantics); use checkpoint.reset.* to skip parts",
                 path,
+            )
+        if not set(model_state) & set(model.state_dict()):
+            raise CheckpointError(
+                f"{path} holds none of the weights of model {trainer.model_name} "
+                f"(its keys: {sorted(model_state)[:5]})"
             )
         incompatible = model.load_state_dict(model_state, strict=False)
         if incompatible.missing_keys:
@@ -334,7 +378,7 @@ class Checkpoint:
                 callback.load_state_dict(states[callback.state_key])
         rng = data.get("rng")
         if rng and len(rng) == get_world_size():
-            self.pending_rng = rng[get_rank()]
+            self.pending_rng, self.pending_rng_source = rng[get_rank()], path
         elif rng:
             logger.warning(
                 "%s was saved by %d processes, this run has %d: RNG states are not restored",
@@ -384,7 +428,12 @@ class Checkpoint:
     def restore_rng(self):
         """Apply the RNG state of a resumed checkpoint (call when setup is finished)."""
         if self.pending_rng is not None:
-            restore_rng_state(self.pending_rng)
+            try:
+                restore_rng_state(self.pending_rng)
+            except _MISFIT_ERRORS as err:
+                raise CheckpointError(
+                    f"{self.pending_rng_source}: malformed RNG state: {_one_line(err)}"
+                ) from err
             self.pending_rng = None
 
     def load_best_model(self):

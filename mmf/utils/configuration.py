@@ -16,6 +16,7 @@ environment variables are frozen at launch, and in struct mode.
 import ast
 import importlib.util
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -314,6 +315,7 @@ class Configuration:
             resolved = OmegaConf.to_container(config, resolve=True)
         except OmegaConfBaseException as err:
             raise ConfigError(f"cannot resolve config: {err}") from None
+        check_types(resolved, OmegaConf.to_container(base, resolve=False))
         self.config = OmegaConf.create(resolved)
         OmegaConf.set_struct(self.config, True)
 
@@ -327,6 +329,73 @@ class Configuration:
 
     def get_config(self):
         return self.config
+
+
+# Framework keys whose default is set but which may be null, with the kinds they accept.
+_NULLABLE = {
+    "training.seed": (int,),
+    "training.max_updates": (int,),
+    "training.max_epochs": (int, float),
+    "training.max_grad_l2_norm": (int, float),
+    "training.batch_size_per_device": (int,),
+    "checkpoint.resume_file": (str,),
+    "training.callbacks": (list,),
+    "training.lr_steps": (list,),
+    "evaluation.metrics": (list,),
+    "checkpoint.pretrained_state_mapping": (dict,),
+    "checkpoint.reset": (dict,),
+}
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
+               list: "a list", dict: "a mapping"}
+
+
+def check_types(config, defaults):
+    """``ConfigError`` naming the key when a framework key (``training``, ``checkpoint``,
+    ``distributed``, ``evaluation``, ``run_type``) holds another kind of value than its
+    default in ``defaults.yaml`` (e.g. a list for an integer); ``optimizer`` and
+    ``scheduler`` must be mappings whose ``type`` is a name. Keys whose default is null,
+    and keys that ``defaults.yaml`` does not have, take any value. Plain containers in."""
+    for section in ("training", "checkpoint", "distributed", "evaluation", "run_type"):
+        if section in config:
+            _check_value(config[section], defaults.get(section), section)
+    for section in ("optimizer", "scheduler"):
+        node = config.get(section)
+        if node is None:
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError(f"{section} must be a mapping with 'type' and 'params', got {node!r}")
+        if node.get("type") is not None and not isinstance(node["type"], str):
+            raise ConfigError(f"{section}.type must be a name, got {node['type']!r}")
+        if node.get("params") is not None and not isinstance(node["params"], dict):
+            raise ConfigError(f"{section}.params must be a mapping, got {node['params']!r}")
+
+
+def _check_value(value, default, key):
+    if key in _NULLABLE:
+        if value is None:
+            return
+        kinds = _NULLABLE[key]
+    elif default is None or (isinstance(default, str) and default.startswith("${")):
+        return
+    elif isinstance(default, bool):
+        kinds = (bool,)
+    elif isinstance(default, int):
+        kinds = (int,)
+    elif isinstance(default, float):
+        kinds = (int, float)
+    elif isinstance(default, str):
+        kinds = (str, int, float)
+    else:
+        kinds = (type(default),)
+    wrong_kind = (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds)
+    if wrong_kind or (isinstance(value, float) and not math.isfinite(value)):
+        expected = " or ".join(_KIND_NAMES[kind] for kind in kinds)
+        nullable = " or null" if key in _NULLABLE else ""
+        raise ConfigError(f"config key {key} must be {expected}{nullable}, got {value!r}")
+    if isinstance(value, dict):
+        for name, child in default.items():
+            if name in value:
+                _check_value(value[name], child, f"{key}.{name}")
 
 
 def _upgrade(config):

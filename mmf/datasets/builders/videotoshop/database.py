@@ -407,13 +407,17 @@ def read_text_map(path):
 
 
 def _text_lines(path):
+    """``(line number, line)`` of the non-blank lines; a line that is not UTF-8 raises
+    ``DataError`` naming it."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                line = line.rstrip("\r\n")
-                if line.strip():
-                    yield number, line
+        handle = open(path, "rb")
     except FileNotFoundError:
         raise DataError(f"annotation file not found: {path}") from None
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text ({err})") from None
+    with handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}:{number}: not UTF-8 text ({err})") from None
+            if line.strip():
+                yield number, line
