@@ -10,7 +10,7 @@ results/<experiment_name>). See mmf/utils/eval_pipeline.py.
 """
 import sys
 
-from mmf.utils.eval_pipeline import cli_main
+from mmf_cli.evaluate import cli_main
 
 if __name__ == "__main__":
     sys.exit(cli_main(sys.argv[1:], "videotoshop", global_gallery=False, description=__doc__))

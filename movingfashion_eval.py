@@ -8,7 +8,7 @@ label (the SEAM convention). See mmf/utils/eval_pipeline.py.
 """
 import sys
 
-from mmf.utils.eval_pipeline import cli_main
+from mmf_cli.evaluate import cli_main
 
 if __name__ == "__main__":
     sys.exit(cli_main(sys.argv[1:], "movingfashion", global_gallery=True, description=__doc__))

@@ -371,13 +371,13 @@ def render_frames(job, context):
     """Renders one clip.
 
     ``job``: dict with keys seed, index, product, shelf (product indices), background (video,
-    x offset, flip, start), num_frames. ``context``: products, photos, backgrounds, patch_photos.
+    x offset, flip, start), num_frames. ``context``: products, backgrounds, patch_photos.
     Returns (list of PIL RGB frames FRAME_W x FRAME_H, info) where info holds the per-frame box
     lists ``[[x1, y1, x2, y2]]`` (``[]`` while the product is out of view) and the clip types.
     """
     num_frames = job["num_frames"]
     rng = _rng(job["seed"], TAG_CLIP, job["index"])
-    products, photos, backgrounds = context["products"], context["photos"], context["backgrounds"]
+    products, backgrounds = context["products"], context["backgrounds"]
     product = products[job["product"]]
     video, offset, flip, start = job["background"]
     frames_bg = backgrounds[video]
@@ -722,7 +722,6 @@ def generate(args):
     workers = max(1, args.workers)
     context = {
         "products": products,
-        "photos": photos,
         "backgrounds": backgrounds,
         "patch_photos": patch_photos,
     }

@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import av
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_demo_data as demo  # noqa: E402

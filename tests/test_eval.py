@@ -16,6 +16,7 @@ from PIL import Image
 
 from mmf.common.errors import CheckpointError, DataError
 from mmf.utils import eval_pipeline
+from mmf_cli import evaluate
 from mmf.utils.build import build_model
 from mmf.utils.retrieval import rank_queries, summarize
 
@@ -139,13 +140,13 @@ def run(tmp_path_factory):
 
 def _eval(argv, capsys=None):
     argv = argv + ["--device", "cpu", "--num_workers", "0", "--batch_size", "4"]
-    code = eval_pipeline.cli_main(argv, "videotoshop", global_gallery=False, description="lpr_eval")
+    code = evaluate.cli_main(argv, "videotoshop", global_gallery=False, description="lpr_eval")
     output = capsys.readouterr() if capsys is not None else None
     return code, output
 
 
 def _eval_args(config_file, tmp_path, *extra):
-    parser = eval_pipeline.add_eval_arguments(argparse.ArgumentParser())
+    parser = evaluate.add_eval_arguments(argparse.ArgumentParser())
     argv = ["--config_file", config_file, "--device", "cpu", "--num_workers", "0", "--out", str(tmp_path / "o")]
     return parser.parse_args(argv + list(extra))
 

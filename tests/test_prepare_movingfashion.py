@@ -1,7 +1,6 @@
 """prepare_movingfashion.py on mp4 files written by scripts/make_movingfashion_demo.py."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

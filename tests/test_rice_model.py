@@ -182,6 +182,21 @@ def test_pair_score_ignores_padded_frames(model):
     assert score.shape == (4,) and model.has_pair_score
 
 
+def test_cross_attention_maps_are_probabilities_over_real_frames(model):
+    model.eval()
+    batch = tiny_batch()
+    mask = batch["video_temporal_mask"]
+    with torch.no_grad():
+        _, image_tokens = model.encode_image(batch["image"])
+        _, video_tokens = model.encode_video(batch["video"], mask)
+        maps = model.cross_attention(image_tokens, video_tokens, mask)
+    frames, tokens = video_tokens.shape[1], video_tokens.shape[2]
+    assert maps.shape == (4, 8, image_tokens.shape[1], frames * tokens)
+    torch.testing.assert_close(maps.sum(-1), torch.ones(maps.shape[:-1]))
+    per_frame = maps.view(4, 8, -1, frames, tokens).sum(dim=(1, 2, 4))
+    assert torch.all(per_frame[mask == 0] == 0) and torch.all(per_frame[mask == 1] > 0)
+
+
 def test_pfr_gradients_reach_only_the_attention_path(model):
     model.train()
     head = model.transformer

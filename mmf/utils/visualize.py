@@ -38,24 +38,6 @@ def to_display(image):
     return image.permute(1, 2, 0).numpy()
 
 
-def cross_attention_maps(model, image_tokens, video_tokens, video_mask):
-    """Cross-attention of a pair in the PMD cross model.
-
-    Args:
-        image_tokens [N,T,D], video_tokens [N,F,T,D], video_mask [N,F].
-    Returns:
-        [N,H,T,F*T] probabilities of the last cross block (image tokens attend over the
-        clip's frame tokens, padded frames masked).
-    """
-    if not getattr(model, "has_pair_score", False):
-        raise DataError("cross-attention maps need a model with a PMD head")
-    cross_model = model.transformer.transformer
-    key_valid = video_mask.bool().repeat_interleave(video_tokens.size(2), dim=1)
-    _, _, maps = cross_model(image_tokens, video_tokens.flatten(1, 2), key_valid, return_attention=True)
-    # The maps are the softmax probabilities times sqrt(head_dim) (as the original's); rescale.
-    return maps[-1] / maps[-1].sum(dim=-1, keepdim=True)
-
-
 def frame_heatmaps(attention, num_frames, grid):
     """[H,T,F*T] maps of one pair -> [F, grid, grid] attention each frame's patches receive,
     averaged over heads and over the image's patch queries (the CLS token 0 is left out)."""
@@ -153,7 +135,7 @@ def _plot_attention(path, model, sample, image, image_id, device):
     mask = sample["video_temporal_mask"][None].to(device)
     _, video_tokens = model.encode_video(video, mask)
     _, image_tokens = model.encode_image(image[None].to(device))
-    attention = cross_attention_maps(model, image_tokens, video_tokens, mask)[0].float().cpu()
+    attention = model.cross_attention(image_tokens, video_tokens, mask)[0].float().cpu()
     num_frames, tokens = video_tokens.shape[1], video_tokens.shape[2]
     grid = int(round(math.sqrt(tokens - 1)))
     if grid * grid != tokens - 1:

@@ -116,6 +116,15 @@ class RICEForPretraining(TaskBaseModel):
         _, pooled, _ = self.transformer(image_tokens, video_tokens.flatten(1, 2), key_valid)
         return self.pmd_score(pooled)
 
+    def cross_attention(self, image_tokens, video_tokens, video_mask):
+        """Attention probabilities of the last cross block: [N,T,D], [N,F,T,D], [N,F] -> [N,H,T,F*T]."""
+        key_valid = video_mask.bool().repeat_interleave(video_tokens.size(2), dim=1)
+        _, _, maps = self.transformer(
+            image_tokens, video_tokens.flatten(1, 2), key_valid, return_attention=True
+        )
+        # The blocks return probabilities times sqrt(head_dim) (the PFR input); undo the scale.
+        return maps[-1] / maps[-1].sum(dim=-1, keepdim=True)
+
     @torch.no_grad()
     def mine_negatives(self, image_emb, video_emb, exclude=None):
         """Hard negatives of each local image among the global batch's clips (ICL similarity).

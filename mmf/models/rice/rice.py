@@ -117,6 +117,12 @@ class RICE(BaseModel):
             raise ConfigError("pair_score needs training_head_type 'pretraining' with the 'vim' task")
         return self.transformer.pair_score(image_tokens, video_tokens, video_mask)
 
+    def cross_attention(self, image_tokens, video_tokens, video_mask):
+        """PMD cross-attention of each pair, for pictures: [N,T,D], [N,F,T,D], [N,F] -> [N,H,T,F*T]."""
+        if not self.has_pair_score:
+            raise ConfigError("cross_attention needs training_head_type 'pretraining' with the 'vim' task")
+        return self.transformer.cross_attention(image_tokens, video_tokens, video_mask)
+
     def _encode_frames(self, video):
         """All F slots (padding included, as the original): [N,F,3,H,W] -> ([N,F,E], [N,F,T,D])."""
         batch, frames = video.shape[:2]
