@@ -1,16 +1,15 @@
 """Two gloo processes under torchrun train the toy model like one process with the same
 global batch, and validation sees every sample exactly once."""
 import subprocess
-import sys
 
 import torch
 
 from toy_helpers import (
     REPO,
     RUN_SCRIPT,
-    free_port,
     max_abs_diff,
     subprocess_env,
+    torchrun,
     toy_opts,
     train_toy,
 )
@@ -33,13 +32,7 @@ OPTS = (
 def test_two_process_ddp_matches_single_process(tmp_path):
     ddp_dir = tmp_path / "ddp"
     command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        f"--master_port={free_port()}",
-        str(RUN_SCRIPT),
+        *torchrun(RUN_SCRIPT),
         *toy_opts(ddp_dir, *OPTS),
     ]
     result = subprocess.run(

@@ -10,12 +10,11 @@ non-zero status and a message naming the failure, instead of hanging.
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from toy_helpers import REPO, free_port, subprocess_env, toy_opts
+from toy_helpers import REPO, subprocess_env, torchrun, toy_opts
 
 KILLABLE = REPO / "tests" / "fixtures" / "reliability" / "run_killable.py"
 # A hung job fails the test through this subprocess timeout (distributed.timeout's default
@@ -26,13 +25,7 @@ DEADLINE_S = 90
 def run_two_ranks(save_dir, how, *extra):
     callback = [{"type": "reliability_kill", "params": {"at_update": 2, "rank": 1, "how": how}}]
     command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        f"--master_port={free_port()}",
-        str(KILLABLE),
+        *torchrun(KILLABLE),
         *toy_opts(
             save_dir,
             "run_type=train",
