@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test demo ablation bench clean
+.PHONY: install lint test demo ablation bench clean
 
 $(VENV)/.installed: setup.py requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,10 @@ $(VENV)/.installed: setup.py requirements.txt
 
 install: $(VENV)/.installed
 
-test: install
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: lint
 	$(PY) -m pytest tests
 
 demo: install

@@ -22,7 +22,6 @@ import os
 import random
 import re
 import shutil
-import tempfile
 import warnings
 
 import numpy as np
@@ -30,6 +29,7 @@ import torch
 from omegaconf import OmegaConf
 
 from mmf.common.errors import CheckpointError, ConfigError, MMFError
+from mmf.utils.file_io import atomic_write
 from mmf.utils.distributed import all_gather_object, get_rank, get_world_size, is_main
 from mmf.utils.general import unwrap_model
 
@@ -43,25 +43,6 @@ _TORCH_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 _TORCH_ADVICE = (
     "Weights only load failed", "(1)", "(2)", "Please file an issue", "Check the documentation"
 )
-
-
-def atomic_write(path, write):
-    """Call ``write(file)`` on a temporary file next to ``path``, then move it into place."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(
-        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp", delete=False
-    )
-    try:
-        with handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        if os.path.exists(handle.name):
-            os.remove(handle.name)
-        raise
 
 
 def atomic_torch_save(obj, path):

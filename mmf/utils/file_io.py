@@ -1,0 +1,25 @@
+"""Writing files so that a crash never leaves a half-written one: the single home of
+``atomic_write``, used by checkpoints, configs and the data-preparation tools."""
+import os
+import tempfile
+
+
+def atomic_write(path, write, mode="wb"):
+    """Call ``write(file)`` on a temporary file next to ``path`` (opened with ``mode``),
+    fsync it, then ``os.replace`` it into place; the temporary file is removed on failure."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(
+        mode=mode, dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+        delete=False,
+    )
+    try:
+        with handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:
+        if os.path.exists(handle.name):
+            os.remove(handle.name)
+        raise
