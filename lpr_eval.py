@@ -6,7 +6,7 @@
 
 Prints R@1/3/5/10, mAP and median rank (and the PMD re-ranked ones with --rerank_topk);
 writes metrics.json, rankings.jsonl and embeddings.pt to --out (default
-results/<experiment_name>). See mmf/utils/eval_pipeline.py.
+results/<experiment_name>). See mmf/evaluation/.
 """
 import sys
 

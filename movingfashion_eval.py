@@ -4,7 +4,7 @@
 
 Same options and outputs as lpr_eval.py. The gallery is gallery_full.txt and the ground truth
 video_to_gt.json; when that file labels clips regular / hard, metrics are also reported per
-label (the SEAM convention). See mmf/utils/eval_pipeline.py.
+label (the SEAM convention). See mmf/evaluation/.
 """
 import sys
 

@@ -6,12 +6,15 @@ Input (the SEAM release) under ``--data_root``: ``videos/*.mp4``, ``imgs/*.jpg``
 (video, product)). Paths in the json files are relative to ``--data_root``.
 
 Steps:
-1. Decode every video referenced by train.json / test.json with PyAV (no ffmpeg binary) at
-   ``--fps`` frames per second (the first frame at or after each multiple of 1/fps) into
-   ``frames/<stem>/<stem>_0001.jpg, ...`` and mark it finished with ``frames/<stem>/.done``
-   (``{"frames": n, "fps": fps}``). Finished videos are skipped on the next run with the same
-   ``--fps``; an unfinished folder (or one extracted at another fps) is decoded again from
-   scratch, so the script can be interrupted and rerun. Videos run in ``--workers`` processes.
+1. Decode every video referenced by train.json / test.json with PyAV (no ffmpeg binary) into
+   ``frames/<stem>/<stem>_0001.png, ...``: the frames ``ffmpeg -vf fps=<fps>`` keeps (the
+   original's command, run through libavfilter's ``fps`` filter), stored losslessly as PNG like
+   the original, or as JPEG (quality 95, about a quarter of the size) with
+   ``--frame_format jpg``. A finished folder holds ``.done`` (``{"frames", "fps", "format",
+   "source": {"size", "mtime_ns"}}``) and is skipped on the next run while all of these match;
+   an unfinished folder, or one extracted at another fps, in another format or from a video
+   file since replaced, is decoded again from scratch, so the script can be interrupted and
+   rerun. Videos run in ``--workers`` processes.
 2. Write ``annotations/`` (atomically):
    - ``training_videoinfo_full.txt``: ``video_id \\t JSON frame paths \\t image_id \\t image path
      \\t source``, one line per distinct (shop image, video) pair with frames.
@@ -22,11 +25,15 @@ Steps:
      test.json order. The gallery does not depend on which query videos decoded: a shop item
      stays in the shop when its video is broken (RICE/SGMN convention: gallery = all test shop
      images).
-   Frame lists hold at most ``--num_frames`` frames chosen like the temporal processor does,
-   ``linspace(0, n - 1, num_frames)`` cast to int. video_id = video file stem, image_id =
-   image file stem.
-3. Report every video that could not be decoded (or is missing) and every missing shop image in
-   ``prepare_movingfashion_report.txt`` (``path \\t problem``), plus a one-line summary.
+   Frame lists hold the original's choice of at most ``--num_frames`` frames: all of a video
+   with that many or fewer, else ``np.linspace(0, n, num_frames, endpoint=False, dtype=int)``.
+   video_id = video file stem, image_id = image file stem.
+3. Report every video that could not be decoded, is not a video or is missing, and every
+   missing shop image, in ``prepare_movingfashion_report.txt`` (``path \\t problem``) and on the
+   console (the first 20), after a one-line summary.
+
+Input errors (unreadable json, missing data root, two videos with one stem) print one line and
+exit with status 1.
 
     python prepare_movingfashion.py --data_root data/movingfashion --workers 4
 """
@@ -37,16 +44,25 @@ import multiprocessing
 import os
 import shutil
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
 from mmf.common.errors import DataError
+from mmf.utils.file_io import atomic_write
 
 DONE_MARKER = ".done"
 REPORT_NAME = "prepare_movingfashion_report.txt"
-JPEG_QUALITY = 95
+# PNG is lossless whatever the level; level 1 writes about four times faster than the default 6.
+FRAME_FORMATS = {"png": {"compress_level": 1}, "jpg": {"quality": 95}}
+CONSOLE_PROBLEMS = 20
+PROBLEM_LABELS = {"failed": "failed", "missing": "missing", "not_video": "not a video"}
+
+
+class NotAVideoError(ValueError):
+    """A file named like a video that holds an image (a JPEG renamed ``.mp4``)."""
 
 
 def parse_args(argv=None):
@@ -54,15 +70,39 @@ def parse_args(argv=None):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--data_root", required=True, help="MovingFashion root (videos/, imgs/, train.json, test.json)"
+        "--data_root",
+        required=True,
+        help="MovingFashion root (videos/, imgs/, train.json, test.json)",
     )
-    parser.add_argument("--fps", type=float, default=1.0, help="frames extracted per second of video")
-    parser.add_argument("--num_frames", type=int, default=10, help="frames per clip in the annotation files")
+    parser.add_argument(
+        "--fps", type=float, default=1.0, help="frames extracted per second of video"
+    )
+    parser.add_argument(
+        "--num_frames", type=int, default=10, help="frames per clip in the annotation files"
+    )
+    parser.add_argument(
+        "--frame_format",
+        choices=sorted(FRAME_FORMATS),
+        default="png",
+        help="png: lossless, as the original (default); jpg: quality 95, about 4x smaller",
+    )
     parser.add_argument("--workers", type=int, default=1, help="decoding processes")
     args = parser.parse_args(argv)
     if args.fps <= 0 or args.num_frames <= 0:
         parser.error("--fps and --num_frames must be positive")
     return args
+
+
+def _check_entry(path, key, entry):
+    """Raises DataError unless ``entry`` has a string img_path and video path(s)."""
+    if not isinstance(entry, dict) or "img_path" not in entry or "video_paths" not in entry:
+        raise DataError(f"{path}: entry '{key}' needs 'img_path' and 'video_paths'")
+    videos = entry["video_paths"]
+    videos = [videos] if isinstance(videos, str) else videos
+    if not isinstance(entry["img_path"], str) or not isinstance(videos, list):
+        raise DataError(f"{path}: entry '{key}': 'img_path' must be a path, 'video_paths' a list")
+    if not videos or not all(isinstance(video, str) and video for video in videos):
+        raise DataError(f"{path}: entry '{key}': 'video_paths' must be non-empty paths")
 
 
 def load_split(path):
@@ -72,14 +112,15 @@ def load_split(path):
             entries = json.load(handle)
     except FileNotFoundError as error:
         raise DataError(f"{path} does not exist") from error
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DataError(f"{path} is not valid JSON: {error}") from error
     if not isinstance(entries, dict):
-        raise DataError(f"{path}: expected an object keyed by product, got {type(entries).__name__}")
+        raise DataError(
+            f"{path}: expected an object keyed by product, got {type(entries).__name__}"
+        )
     rows = []
     for key, entry in entries.items():
-        if not isinstance(entry, dict) or "img_path" not in entry or "video_paths" not in entry:
-            raise DataError(f"{path}: entry '{key}' needs 'img_path' and 'video_paths'")
+        _check_entry(path, key, entry)
         videos = entry["video_paths"]
         videos = [videos] if isinstance(videos, str) else list(videos)
         rows.append((key, entry["img_path"], str(entry.get("source", "")), videos))
@@ -102,50 +143,107 @@ def resolve(data_root, path):
     return candidate
 
 
-def _finished_at(marker):
-    """The fps recorded in a ``.done`` marker, or None when it is absent or unreadable."""
+def source_signature(source):
+    """Size and mtime of a video file: a replaced video gets a new signature."""
+    stat = os.stat(source)
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _marker_of(frame_dir):
+    """The ``.done`` marker of a frame folder as a dict, or None when absent or unreadable."""
     try:
-        return json.loads(marker.read_text()).get("fps")
-    except (OSError, ValueError, AttributeError):
+        marker = json.loads((frame_dir / DONE_MARKER).read_text())
+    except (OSError, ValueError):
         return None
+    return marker if isinstance(marker, dict) else None
+
+
+def _drain(graph):
+    """The frames a filter graph has ready."""
+    frames = []
+    while True:
+        try:
+            frames.append(graph.pull())
+        except (av.BlockingIOError, av.EOFError):
+            return frames
+
+
+def _open_video_stream(container):
+    """The first video stream; an image renamed to a video name is ``NotAVideoError``."""
+    name = container.format.name
+    if name == "image2" or name.endswith("_pipe"):
+        raise NotAVideoError(f"the file is an image ({container.format.long_name})")
+    if not container.streams.video:
+        raise ValueError("no video stream")
+    return container.streams.video[0]
+
+
+def sampled_frames(container, fps):
+    """Yields the frames ``ffmpeg -i <video> -vf fps=<fps>`` writes, as the original did.
+
+    PyAV runs libavfilter's own ``fps`` filter (rounding to the nearest output tick, so at
+    1 fps it keeps the last frame before 0.5 s, 1.5 s, ...); timestamps start at the file's
+    start time as in the ffmpeg command line.
+    """
+    stream = _open_video_stream(container)
+    graph = av.filter.Graph()
+    buffer = graph.add_buffer(template=stream)
+    fps_filter = graph.add("fps", str(Fraction(fps).limit_denominator(1_000_000)))
+    sink = graph.add("buffersink")
+    buffer.link_to(fps_filter)
+    fps_filter.link_to(sink)
+    graph.configure()
+    time_base = stream.time_base
+    offset = round((container.start_time or 0) / av.time_base / time_base)
+    rate = float(stream.average_rate or 25)
+    for index, frame in enumerate(container.decode(stream)):
+        pts = frame.pts if frame.pts is not None else round(index / rate / time_base)
+        frame.pts = pts - offset
+        graph.push(frame)
+        yield from _drain(graph)
+    graph.push(None)
+    yield from _drain(graph)
+
+
+def write_frames(source, frame_dir, fps, frame_format):
+    """Decodes ``source`` into ``frame_dir/<stem>_0001.<format>, ...``; returns the count."""
+    written = 0
+    with av.open(str(source)) as container:
+        for frame in sampled_frames(container, fps):
+            written += 1
+            path = frame_dir / f"{frame_dir.name}_{written:04d}.{frame_format}"
+            frame.to_image().save(path, **FRAME_FORMATS[frame_format])
+    if written == 0:
+        raise ValueError("no decodable frame")
+    return written
 
 
 def decode_video(job):
-    """Decodes one video to JPEG frames at ``fps``. Returns (stem, status, frames or error)."""
-    source, frame_dir, fps = job
+    """Extracts one video's frames unless its marker matches. Returns (stem, status, error).
+
+    status: ``decoded``, ``skipped`` (the ``.done`` marker records the same fps, format and
+    source size / mtime), ``missing``, ``not_video`` or ``failed``.
+    """
+    source, frame_dir, fps, frame_format = job
     frame_dir = Path(frame_dir)
     stem = frame_dir.name
-    marker = frame_dir / DONE_MARKER
-    if _finished_at(marker) == fps:
-        return stem, "skipped", None
-    if not Path(source).exists():
+    if not Path(source).is_file():
         return stem, "missing", "video file not found"
+    wanted = {"fps": fps, "format": frame_format, "source": source_signature(source)}
+    marker = _marker_of(frame_dir)
+    if marker is not None and {key: marker.get(key) for key in wanted} == wanted:
+        return stem, "skipped", None
     if frame_dir.exists():
         shutil.rmtree(frame_dir)
     frame_dir.mkdir(parents=True)
-    written = 0
     try:
-        with av.open(str(source)) as container:
-            if not container.streams.video:
-                raise ValueError("no video stream")
-            stream = container.streams.video[0]
-            first_time = None
-            for index, frame in enumerate(container.decode(stream)):
-                time = frame.time
-                if time is None:
-                    rate = float(stream.average_rate or 25)
-                    time = index / rate
-                if first_time is None:
-                    first_time = time
-                if time - first_time + 1e-6 >= written / fps:
-                    written += 1
-                    frame.to_image().save(frame_dir / f"{stem}_{written:04d}.jpg", quality=JPEG_QUALITY)
-        if written == 0:
-            raise ValueError("no decodable frame")
+        written = write_frames(source, frame_dir, fps, frame_format)
     except (av.FFmpegError, ValueError, OSError) as error:
         shutil.rmtree(frame_dir, ignore_errors=True)
-        return stem, "failed", f"{type(error).__name__}: {error}".replace("\t", " ").replace("\n", " ")
-    marker.write_text(json.dumps({"frames": written, "fps": fps}) + "\n")
+        status = "not_video" if isinstance(error, NotAVideoError) else "failed"
+        text = str(error) if status == "not_video" else f"{type(error).__name__}: {error}"
+        return stem, status, text.replace("\t", " ").replace("\n", " ")
+    _write_text(frame_dir / DONE_MARKER, json.dumps({"frames": written, **wanted}) + "\n")
     return stem, "decoded", None
 
 
@@ -159,25 +257,30 @@ def extract_frames(jobs, workers):
     return {stem: (status, error) for stem, status, error in results}
 
 
-def sample_frames(frame_dir, data_root, num_frames):
-    """Frame paths relative to data_root, at most num_frames, evenly spaced (first and last kept)."""
-    names = sorted(p.name for p in frame_dir.iterdir() if p.suffix == ".jpg")
-    if len(names) > num_frames:
-        names = [names[i] for i in np.linspace(0, len(names) - 1, num_frames).astype(int)]
+def frame_indices(count, num_frames):
+    """The frames of ``count`` kept for a clip, as the original chose them.
+
+    More than ``num_frames``: ``np.linspace(0, count, num_frames, endpoint=False, dtype=int)``
+    (``floor(i * count / num_frames)``); otherwise all of them.
+    """
+    if count <= num_frames:
+        return list(range(count))
+    return np.linspace(0, count, num_frames, endpoint=False, dtype=int).tolist()
+
+
+def sample_frames(frame_dir, data_root, num_frames, frame_format):
+    """Frame paths relative to data_root, at most num_frames (``frame_indices``)."""
+    names = sorted(p.name for p in frame_dir.iterdir() if p.suffix == f".{frame_format}")
+    names = [names[i] for i in frame_indices(len(names), num_frames)]
     return [(frame_dir / name).relative_to(data_root).as_posix() for name in names]
 
 
-def _write_atomic(path, text):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def _write_text(path, text):
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
-def prepare(args):
-    data_root = Path(args.data_root)
-    train = load_split(data_root / "train.json")
-    test = load_split(data_root / "test.json")
-
+def collect_videos(data_root, train, test):
+    """{video stem: resolved path} of every video the splits name; a stem must name one file."""
     videos = {}
     for split_name, rows in (("train.json", train), ("test.json", test)):
         for key, _, _, video_paths in rows:
@@ -186,26 +289,16 @@ def prepare(args):
                 source = resolve(data_root, video_path)
                 if stem in videos and videos[stem] != source:
                     raise DataError(
-                        f"{split_name}: entry '{key}' names video {video_path}, whose stem '{stem}' "
-                        f"is also used by {videos[stem]}"
+                        f"{split_name}: entry '{key}' names video {video_path}, "
+                        f"whose stem '{stem}' is also used by {videos[stem]}"
                     )
                 videos[stem] = source
-    frame_root = data_root / "frames"
-    jobs = [(str(source), str(frame_root / stem), args.fps) for stem, source in sorted(videos.items())]
-    results = extract_frames(jobs, args.workers)
-    frames = {
-        stem: sample_frames(frame_root / stem, data_root, args.num_frames)
-        for stem, (status, _) in results.items()
-        if status in ("decoded", "skipped")
-    }
+    return videos
 
-    problems = [
-        (str(videos[stem]), f"{status}: {error}")
-        for stem, (status, error) in sorted(results.items())
-        if status in ("failed", "missing")
-    ]
 
-    train_lines, seen_pairs = [], set()
+def train_lines_of(train, frames):
+    """One ``training_videoinfo_full.txt`` line per distinct (shop image, video with frames)."""
+    lines, seen_pairs = [], set()
     for _, img_path, source, video_paths in train:
         image_id = stem_of(img_path)
         for video_path in video_paths:
@@ -213,42 +306,105 @@ def prepare(args):
             if stem not in frames or (image_id, stem) in seen_pairs:
                 continue
             seen_pairs.add((image_id, stem))
-            train_lines.append("\t".join([stem, json.dumps(frames[stem]), image_id, img_path, source]))
+            lines.append("\t".join([stem, json.dumps(frames[stem]), image_id, img_path, source]))
+    return lines
 
+
+def gallery_and_queries(data_root, test, frames):
+    """(video_to_gt, gallery, missing_images) of test.json.
+
+    video_to_gt: {stem: {"gt": [image_id], "source": [source]}} of the videos with frames;
+    gallery / missing_images: the distinct shop image paths that exist / do not, in order.
+    """
     video_to_gt, gallery, missing_images = {}, [], []
     for _, img_path, source, video_paths in test:
         if img_path not in gallery and img_path not in missing_images:
             (gallery if resolve(data_root, img_path).exists() else missing_images).append(img_path)
+        image_id = stem_of(img_path)
         for video_path in video_paths:
             stem = stem_of(video_path)
             if stem not in frames:
                 continue
             entry = video_to_gt.setdefault(stem, {"gt": [], "source": []})
-            if stem_of(img_path) not in entry["gt"]:
-                entry["gt"].append(stem_of(img_path))
+            if image_id not in entry["gt"]:
+                entry["gt"].append(image_id)
                 entry["source"].append(source)
-    problems.extend((path, "missing: shop image not found") for path in missing_images)
-    queries = {stem: {"frames": frames[stem], "gt": list(entry["gt"])} for stem, entry in video_to_gt.items()}
+    return video_to_gt, gallery, missing_images
 
-    annotations = data_root / "annotations"
+
+def video_problems(videos, results):
+    """(path, problem) of every video that gave no frames, in stem order."""
+    return [
+        (str(videos[stem]), f"{PROBLEM_LABELS[status]}: {error}")
+        for stem, (status, error) in sorted(results.items())
+        if status in PROBLEM_LABELS
+    ]
+
+
+def problem_lines(problems, report):
+    """Console lines naming the first ``CONSOLE_PROBLEMS`` problems, then how many more."""
+    lines = [f"  {path}: {problem}" for path, problem in problems[:CONSOLE_PROBLEMS]]
+    if len(problems) > CONSOLE_PROBLEMS:
+        lines.append(f"  and {len(problems) - CONSOLE_PROBLEMS} more (all in {report})")
+    return lines
+
+
+def write_annotations(annotations, train_lines, queries, video_to_gt, gallery):
     annotations.mkdir(parents=True, exist_ok=True)
-    _write_atomic(annotations / "training_videoinfo_full.txt", "".join(line + "\n" for line in train_lines))
-    _write_atomic(annotations / "query_tenframes.json", json.dumps(queries, indent=1) + "\n")
-    _write_atomic(annotations / "video_to_gt.json", json.dumps(video_to_gt, indent=1) + "\n")
-    _write_atomic(annotations / "gallery_full.txt", "".join(path + "\n" for path in gallery))
+    _write_text(
+        annotations / "training_videoinfo_full.txt", "".join(line + "\n" for line in train_lines)
+    )
+    _write_text(annotations / "query_tenframes.json", json.dumps(queries, indent=1) + "\n")
+    _write_text(annotations / "video_to_gt.json", json.dumps(video_to_gt, indent=1) + "\n")
+    _write_text(annotations / "gallery_full.txt", "".join(path + "\n" for path in gallery))
+
+
+def prepare(args):
+    data_root = Path(args.data_root)
+    if not data_root.is_dir():
+        raise DataError(f"--data_root {data_root} is not a directory")
+    train = load_split(data_root / "train.json")
+    test = load_split(data_root / "test.json")
+    videos = collect_videos(data_root, train, test)
+
+    frame_root = data_root / "frames"
+    jobs = [
+        (str(source), str(frame_root / stem), args.fps, args.frame_format)
+        for stem, source in sorted(videos.items())
+    ]
+    results = extract_frames(jobs, args.workers)
+    frames = {
+        stem: sample_frames(frame_root / stem, data_root, args.num_frames, args.frame_format)
+        for stem, (status, _) in results.items()
+        if status in ("decoded", "skipped")
+    }
+    problems = video_problems(videos, results)
+
+    train_lines = train_lines_of(train, frames)
+    video_to_gt, gallery, missing_images = gallery_and_queries(data_root, test, frames)
+    problems.extend((path, "missing: shop image not found") for path in missing_images)
+    queries = {
+        stem: {"frames": frames[stem], "gt": list(entry["gt"])}
+        for stem, entry in video_to_gt.items()
+    }
+    write_annotations(data_root / "annotations", train_lines, queries, video_to_gt, gallery)
     report = data_root / REPORT_NAME
-    _write_atomic(report, "".join(f"{path}\t{problem}\n" for path, problem in problems))
+    _write_text(report, "".join(f"{path}\t{problem}\n" for path, problem in problems))
 
     counts = {
         status: sum(1 for s, _ in results.values() if s == status)
-        for status in ("decoded", "skipped", "failed", "missing")
+        for status in ("decoded", "skipped", "failed", "missing", "not_video")
     }
     print(
         f"prepare_movingfashion: {len(videos)} videos ({counts['decoded']} decoded, "
-        f"{counts['skipped']} already done, {counts['failed']} failed, {counts['missing']} missing), "
-        f"{len(train_lines)} train pairs, {len(queries)} test "
-        f"queries, {len(gallery)} gallery images, {len(missing_images)} missing shop images; report {report}"
+        f"{counts['skipped']} already done, {counts['failed']} failed, "
+        f"{counts['missing']} missing, {counts['not_video']} not videos), "
+        f"{len(train_lines)} train pairs, {len(queries)} test queries, {len(gallery)} gallery "
+        f"images, {len(missing_images)} missing shop images; report {report}"
     )
+    if problems:
+        print(f"prepare_movingfashion: {len(problems)} problems:")
+        print("\n".join(problem_lines(problems, report)))
     return {
         "counts": counts,
         "problems": problems,
@@ -259,7 +415,14 @@ def prepare(args):
 
 
 def main(argv=None):
-    prepare(parse_args(argv))
+    """Returns the exit status: 0, or 1 after one line naming a bad input."""
+    args = parse_args(argv)
+    try:
+        prepare(args)
+    except DataError as error:
+        print(f"prepare_movingfashion: error: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

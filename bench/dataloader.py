@@ -23,6 +23,7 @@ Prints clips/s of each and the ratio loader / raw; the target is >= 0.8 with 2 w
 
 Usage: ``python bench/dataloader.py [--clips 96] [--batch_size 8] [--frame_size 256x455]``
 """
+
 import argparse
 import json
 import os
@@ -46,13 +47,20 @@ LIVE_ID = "7b601b02-2c63-11ee-bb6d-b8cef60c2fd0"
 
 def write_dataset(root, num_clips, frame_size):
     """LPR4M layout under ``root``; returns, per clip, the files a training item reads."""
-    photos = [skimage.data.astronaut(), skimage.data.chelsea(), skimage.data.coffee(), skimage.data.rocket()]
+    photos = [
+        skimage.data.astronaut(),
+        skimage.data.chelsea(),
+        skimage.data.coffee(),
+        skimage.data.rocket(),
+    ]
     width, height = frame_size
     lines, files = [], []
     os.makedirs(os.path.join(root, "annotations"))
     os.makedirs(os.path.join(root, "training_images"))
     for clip in range(num_clips):
-        clip_id = f"{LIVE_ID}-{1667916122888 + clip * 100000}-{1667916122888 + clip * 100000 + 90000}"
+        clip_id = (
+            f"{LIVE_ID}-{1667916122888 + clip * 100000}-{1667916122888 + clip * 100000 + 90000}"
+        )
         clip_dir = os.path.join(root, "training_frames", clip_id)
         os.makedirs(clip_dir)
         frame_ids, clip_files = [], []
@@ -71,10 +79,23 @@ def write_dataset(root, num_clips, frame_size):
         shop_image.save(image_path, quality=90)
         clip_files.append(image_path)
         files.append(clip_files)
-        lines.append("\t".join([
-            clip_id, json.dumps(frame_ids), json.dumps([[] for _ in frame_ids]), image_id,
-            "title", "1", "apparel", "asr", "small", "long", "single",
-        ]))
+        lines.append(
+            "\t".join(
+                [
+                    clip_id,
+                    json.dumps(frame_ids),
+                    json.dumps([[] for _ in frame_ids]),
+                    image_id,
+                    "title",
+                    "1",
+                    "apparel",
+                    "asr",
+                    "small",
+                    "long",
+                    "single",
+                ]
+            )
+        )
     with open(os.path.join(root, "annotations", "train.txt"), "w") as handle:
         handle.write("\n".join(lines) + "\n")
     return files
@@ -145,7 +166,9 @@ def main():
     parser.add_argument("--clips", type=int, default=96)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--frame_size", default="256x455", help="WIDTHxHEIGHT of the stored frames")
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes per setting (best is kept)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed passes per setting (best is kept)"
+    )
     args = parser.parse_args()
     frame_size = tuple(int(v) for v in args.frame_size.lower().split("x"))
 
@@ -183,7 +206,9 @@ def main():
     rows = [("raw decode+resize, 1 process", "raw", "")]
     rows += [(f"loader, {w} workers", w, f"ratio {rates[w] / raw:.2f}") for w in loaders]
     for label, key, ratio in rows:
-        print(f"  {label:30s} {rates[key]:6.1f} clips/s  {ratio:10s}  {cpu_ms[key]:5.1f} CPU ms/clip")
+        print(
+            f"  {label:30s} {rates[key]:6.1f} clips/s  {ratio:10s}  {cpu_ms[key]:5.1f} CPU ms/clip"
+        )
     verdict = "meets" if rates[2] / raw >= 0.8 else "misses"
     print(f"ratio with 2 workers: {rates[2] / raw:.2f} ({verdict} the 0.8 target)")
     cores = min(2, os.cpu_count())

@@ -5,7 +5,7 @@ to a temporary folder, then, in one run and with the same model (RICE with a ran
 initialised ``openai_clip`` ViT-B/32 image tower unless --tiny):
 
 1. pipeline: ``videotoshop`` dataset (JPEG decode + eval transforms) -> DataLoader ->
-   ``encode_gallery`` / ``encode_queries`` of ``mmf.utils.eval_pipeline``;
+   ``encode_gallery`` / ``encode_queries`` of ``mmf.evaluation.encoding``;
 2. bare: ``model.encode_image`` / ``model.encode_video`` on the same images, already decoded
    and transformed in memory, same batch size.
 
@@ -31,10 +31,10 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mmf.common.registry import registry  # noqa: E402
+from mmf.evaluation.encoding import encode_gallery, encode_queries, make_loader  # noqa: E402
 from mmf.utils.build import build_model  # noqa: E402
-from mmf.utils.configuration import get_mmf_root, load_yaml, register_resolvers  # noqa: E402
+from mmf.utils.configuration import component_layers, register_resolvers  # noqa: E402
 from mmf.utils.env import setup_imports  # noqa: E402
-from mmf.utils.eval_pipeline import encode_gallery, encode_queries, make_loader  # noqa: E402
 
 LIVE = "0b8e7a52-1c3d-4e5f-8a9b-0c1d2e3f4a5b"
 FRAMES = 10
@@ -77,22 +77,22 @@ def write_data(root, num_gallery, num_queries, size, seed=0):
 def build(data_dir, size, tiny):
     register_resolvers()
     setup_imports()
-    builder_class = registry.get_builder_class("videotoshop")
-    node = load_yaml(get_mmf_root() / builder_class.config_path()).dataset_config.videotoshop
+    config = OmegaConf.merge(*component_layers("rice", ["videotoshop"]))
+    node = config.dataset_config.videotoshop
     node.data_dir = data_dir
     crop = {"type": "CenterCrop", "params": {"size": [size, size]}}
     resize = {"type": "Resize", "params": {"size": [int(size * 256 / 224)] * 2}}
     node.processors.eval_image_processor.params.transforms[0] = resize
     node.processors.eval_image_processor.params.transforms[1] = crop
-    OmegaConf.resolve(node)
-    builder = builder_class()
+    OmegaConf.resolve(config)
+    builder = registry.get_builder_class("videotoshop")()
     gallery, queries = builder.load_gallery(node), builder.load_query(node)
 
-    model_node = load_yaml(get_mmf_root() / "configs/models/rice/defaults.yaml").model_config.rice
-    model_node.model = "rice"
+    model_node = OmegaConf.merge(config.model_config.rice, {"model": "rice"})
     if tiny:
         model_node.image_encoder.params = {
-            "image_size": size, "patch_size": 16, "width": 64, "layers": 2, "heads": 2, "output_dim": 32,
+            "image_size": size, "patch_size": 16, "width": 64, "layers": 2, "heads": 2,
+            "output_dim": 32,
         }
     else:
         model_node.image_encoder.params.image_size = size
@@ -124,7 +124,9 @@ def main():
     parser.add_argument("--num_queries", type=int, default=24)
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--batch_size", type=int, default=32, help="gallery images per batch")
-    parser.add_argument("--query_batch_size", type=int, default=4, help="clips (x10 frames) per batch")
+    parser.add_argument(
+        "--query_batch_size", type=int, default=4, help="clips (x10 frames) per batch"
+    )
     parser.add_argument("--num_workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--tiny", action="store_true", help="a tiny ViT instead of ViT-B/32")

@@ -4,7 +4,7 @@ Synthetic unit-norm embeddings (d=512) for 20,079 queries and 66,358 gallery ima
 over 110 livestream galleries; some queries have several ground-truth images. Times, in one
 run:
 
-1. ``mmf.utils.retrieval.rank_queries`` + metrics (livestreams padded into a few batched
+1. ``mmf.evaluation.ranking.rank_queries`` + metrics (livestreams padded into a few batched
    matrix products, ranks and top-k lists from whole-tensor operations);
 2. the original's per-query approach, in memory: for each query a dot product with its
    livestream gallery, a Python sort of ``(id, score)`` pairs and ``calculate_acc``'s top-10
@@ -24,7 +24,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mmf.utils.retrieval import rank_queries, summarize  # noqa: E402
+from mmf.evaluation.metrics import summarize  # noqa: E402
+from mmf.evaluation.ranking import rank_queries  # noqa: E402
 
 NUM_QUERIES = 20079
 NUM_GALLERY = 66358
@@ -38,9 +39,12 @@ def make_data(seed=0):
     sizes = (weights / weights.sum() * NUM_GALLERY).long()
     sizes[-1] += NUM_GALLERY - sizes.sum()
     live_ids = [f"live{index:03d}" for index in range(NUM_LIVES)]
-    gallery_groups = [live for live, size in zip(live_ids, sizes.tolist()) for _ in range(size)]
+    gallery_groups = [
+        live for live, size in zip(live_ids, sizes.tolist(), strict=True) for _ in range(size)
+    ]
     gallery_ids = [f"img{index:06d}" for index in range(NUM_GALLERY)]
-    gallery = torch.nn.functional.normalize(torch.randn(NUM_GALLERY, DIM, generator=generator), dim=1)
+    gallery = torch.randn(NUM_GALLERY, DIM, generator=generator)
+    gallery = torch.nn.functional.normalize(gallery, dim=1)
 
     starts = torch.cumsum(sizes, 0) - sizes
     query_live = torch.randint(0, NUM_LIVES, (NUM_QUERIES,), generator=generator)
@@ -71,7 +75,8 @@ def original_per_query(queries, query_ids, query_groups, gallery, gallery_ids, g
     for row, query_id in enumerate(query_ids):
         names, embeddings = galleries[query_groups[row]]
         scores = (queries[row : row + 1] @ embeddings.T)[0].tolist()
-        predictions[query_id] = sorted(zip(names, scores), key=lambda pair: pair[1], reverse=True)
+        ranked = zip(names, scores, strict=True)
+        predictions[query_id] = sorted(ranked, key=lambda pair: pair[1], reverse=True)
     thresholds = (1, 3, 5, 10)
     hits = dict.fromkeys(thresholds, 0)
     for query_id, ranked in predictions.items():
@@ -152,9 +157,12 @@ def main():
 
 
 def _fmt(metrics):
-    return " ".join(
+    text = " ".join(
         f"{key}={metrics[key]:.2f}" for key in ("r@1", "r@3", "r@5", "r@10") if key in metrics
-    ) + (f" map={metrics['map']:.2f} median_rank={metrics['median_rank']}" if "map" in metrics else "")
+    )
+    if "map" in metrics:
+        text += f" map={metrics['map']:.2f} median_rank={metrics['median_rank']}"
+    return text
 
 
 if __name__ == "__main__":

@@ -1,14 +1,16 @@
-"""Benchmark: CPU training-step time of RICE with vic, vic_vim and vic_vim_rec, against the
-backbone alone, on the same backbone and batch.
+"""Benchmark: CPU training-step time of RICE with vic, vic_vim and vic_vim_rec (PMD in the
+original image direction, and in both directions: vic_vim2, vic_vim2_rec), against the backbone
+alone, on the same backbone and batch.
 
 One run builds one RICE model with every head (a CLIP-shaped ``openai_clip`` ViT, random
 init) and times, on one random batch of B images and B clips of F frames:
 
 1. backbone: encoder forward on the images and the B*F frames + backward of a loss on both
    outputs (no head);
-2. vic / vic_vim / vic_vim_rec: the same encoder passes + the head's ``training_losses`` with
-   those tasks (what ``model(batch)`` runs in train mode), backward of the summed losses.
-An AdamW step follows each backward (all four modes).
+2. vic / vic_vim / vic_vim_rec / vic_vim2 / vic_vim2_rec: the same encoder passes + the
+   head's ``training_losses`` with those tasks (what ``model(batch)`` runs in train mode),
+   backward of the summed losses; ``vim2`` is PMD with ``pmd_directions: [image, video]``.
+An AdamW step follows each backward (every mode).
 
 Modes alternate for ``--rounds`` rounds after one warm-up round; the best time of each is
 kept. Times are process CPU seconds with one intra-op thread by default (``--threads 1``;
@@ -17,9 +19,9 @@ changes; ``--wall`` times wall-clock seconds instead. It also times ``mine_negat
 PMD hard-negative mining) on the batch's embeddings and reports its share of the vic_vim step.
 
 FLOPs of one forward+backward of each mode are counted with ``torch.utils.flop_counter``
-(math SDPA, so attention matmuls count). The PMD + PFR extra time, t(vic_vim_rec) - t(vic),
-is compared with what their extra FLOPs predict at the backbone's measured FLOP rate:
-target ratio measured / predicted within 0.8-1.2.
+(math SDPA, so attention matmuls count). The extra time of each head, e.g. PMD + PFR
+t(vic_vim_rec) - t(vic), is compared with what its extra FLOPs predict at the backbone's
+measured FLOP rate: target ratio measured / predicted within 0.8-1.2.
 
 Defaults (width 256, 4 layers, 224 px / patch 32 = 50 tokens, B=4, F=4) keep the run under
 about 2 minutes on 2 cores; ``--full`` uses ViT-B/32 (width 768, 12 layers).
@@ -43,12 +45,28 @@ from mmf.utils.build import build_model  # noqa: E402
 from mmf.utils.configuration import get_mmf_root, load_yaml  # noqa: E402
 from mmf.utils.env import setup_imports  # noqa: E402
 
-MODES = {"vic": ("vic",), "vic_vim": ("vic", "vim"), "vic_vim_rec": ("vic", "vim", "rec")}
+IMAGE, BOTH = ("image",), ("image", "video")
+# mode -> (tasks, pmd_directions)
+MODES = {
+    "vic": (("vic",), IMAGE),
+    "vic_vim": (("vic", "vim"), IMAGE),
+    "vic_vim_rec": (("vic", "vim", "rec"), IMAGE),
+    "vic_vim2": (("vic", "vim"), BOTH),
+    "vic_vim2_rec": (("vic", "vim", "rec"), BOTH),
+}
+# head -> (mode, tasks without vic, pmd_directions)
+HEADS = {
+    "pmd": ("vic_vim", ("vim",), IMAGE),
+    "pmd+pfr": ("vic_vim_rec", ("vim", "rec"), IMAGE),
+    "pmd2": ("vic_vim2", ("vim",), BOTH),
+    "pmd2+pfr": ("vic_vim2_rec", ("vim", "rec"), BOTH),
+}
 
 
 def build(args):
     setup_imports()
-    base = load_yaml(get_mmf_root() / "configs" / "models" / "rice" / "defaults.yaml").model_config.rice
+    defaults = get_mmf_root() / "configs" / "models" / "rice" / "defaults.yaml"
+    base = load_yaml(defaults).model_config.rice
     encoder = {"image_size": 224, "patch_size": 32}
     if not args.full:
         encoder.update(width=256, layers=4, heads=4, output_dim=256)
@@ -60,6 +78,7 @@ def build(args):
             "tasks_sample_ratio": [0.6, 0.2, 0.2],
             "image_encoder": {"type": "openai_clip", "params": encoder},
             "pmd_chunk_size": args.chunk,
+            "pmd_directions": list(BOTH),
         },
     )
     torch.manual_seed(0)
@@ -78,10 +97,19 @@ def make_batch(batch, frames):
 
 
 def encode(model, batch):
-    """The encoder passes of a step: (image_global, image_tokens, video_global, video_tokens, mask)."""
+    """The encoder passes of a step:
+    (image_global, image_tokens, video_global, video_tokens, mask)."""
     image_global, image_tokens = model.image_encoder(batch["image"])
     video_global, video_tokens = model._encode_frames(batch["video"])
     return image_global, image_tokens, video_global, video_tokens, batch["video_temporal_mask"]
+
+
+def head_losses(model, features, tasks, directions):
+    """The head's summed losses; one model serves every mode, so the PMD directions are set
+    on it for each call."""
+    model.transformer.pmd_directions = directions
+    losses, _ = model.transformer.training_losses(*features, tasks=tasks)
+    return sum(losses.values())
 
 
 def full_step(model, batch, mode):
@@ -90,15 +118,13 @@ def full_step(model, batch, mode):
     if mode == "backbone":
         loss = sum(t.square().mean() for t in features[:4])
     else:
-        losses, _ = model.transformer.training_losses(*features, tasks=MODES[mode])
-        loss = sum(losses.values())
+        loss = head_losses(model, features, *MODES[mode])
     loss.backward()
 
 
-def head_step(model, leaves, tasks):
+def head_step(model, leaves, tasks, directions):
     """Forward + backward of the PMD/PFR head alone, down to (leaf) encoder outputs."""
-    losses, _ = model.transformer.training_losses(*leaves, tasks=tasks)
-    sum(losses.values()).backward()
+    head_losses(model, leaves, tasks, directions).backward()
 
 
 def count_flops(fn):
@@ -154,8 +180,10 @@ def main():
     with torch.no_grad():
         features = encode(model, batch)
     leaves = [t.clone().requires_grad_() for t in features[:4]] + [features[4]]
-    heads = {"pmd": ("vim",), "pmd+pfr": ("vim", "rec")}
-    head_jobs = {name: (lambda t=tasks: head_step(model, leaves, t)) for name, tasks in heads.items()}
+    head_jobs = {
+        name: (lambda t=tasks, d=directions: head_step(model, leaves, t, d))
+        for name, (_, tasks, directions) in HEADS.items()
+    }
     head_flops = {name: count_flops(job) for name, job in head_jobs.items()}
     zero = lambda: model.zero_grad(set_to_none=True)  # noqa: E731
     head_times = best_times(head_jobs, 3 * args.rounds, clock, before=zero)
@@ -182,7 +210,7 @@ def main():
         )
     rate = flops["backbone"] / steps["backbone"]
     print(f"backbone rate {rate / 1e9:.1f} GFLOP/s; predicted time = extra FLOPs / backbone rate")
-    for name, mode in (("pmd", "vic_vim"), ("pmd+pfr", "vic_vim_rec")):
+    for name, (mode, _, _) in HEADS.items():
         predicted = head_flops[name] / rate
         difference = steps[mode] - steps["vic"]
         print(

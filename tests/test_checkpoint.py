@@ -4,17 +4,17 @@ import os
 
 import pytest
 import torch
+from toy_helpers import TRAIN_YAML, max_abs_diff, toy_opts, train_toy, weights
 
 from mmf.common.errors import CheckpointError
+from mmf.trainers.mmf_trainer import MMFTrainer
 from mmf.utils.checkpoint import (
     atomic_torch_save,
     load_checkpoint_file,
     load_state_dict_file,
     strip_module_prefix,
 )
-from mmf.trainers.mmf_trainer import MMFTrainer
 from mmf.utils.configuration import Configuration
-from toy_helpers import TRAIN_YAML, max_abs_diff, toy_opts, train_toy, weights
 
 FAST = ("run_type=train", "training.max_updates=4", "training.checkpoint_interval=2")
 

@@ -1,11 +1,19 @@
 """Configuration layers, includes, command-line overrides, environment variables and the
 keys of the original RICE configs."""
 import pytest
+import yaml
 from omegaconf import OmegaConf
+from toy_helpers import TOY_DIR, TRAIN_YAML, toy_opts, train_toy
 
 from mmf.common.errors import ConfigError
-from mmf.utils.configuration import Configuration, load_config, load_yaml, parse_value
-from toy_helpers import TOY_DIR, TRAIN_YAML, toy_opts, train_toy
+from mmf.utils.configuration import (
+    Configuration,
+    compat_files,
+    get_mmf_root,
+    load_config,
+    load_yaml,
+    parse_value,
+)
 
 
 def _config(tmp_path, *extra, config=TRAIN_YAML):
@@ -149,3 +157,73 @@ def test_original_config_keys_are_tolerated(tmp_path, caplog):
     # fp16 on CPU trains in fp32; the wrong early-stop dataset only warns (not enabled).
     assert trainer.state.num_updates == 2 and trainer.autocast_dtype is None
     assert "early_stop.criteria 'fashionall/r@k_general/avg' is not among" in caplog.text
+
+
+def _dotted_leaves(node, prefix=""):
+    """{dotted key: value} of the scalars, lists and empty mappings of a plain mapping."""
+    out = {}
+    for name, child in node.items():
+        if isinstance(child, dict) and child:
+            out.update(_dotted_leaves(child, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = child
+    return out
+
+
+def _changed_value(default):
+    """A command-line value of the same kind as ``default`` that differs from it."""
+    if isinstance(default, bool):
+        return str(not default).lower()
+    if isinstance(default, (int, float)):
+        return repr(default + 1)
+    if isinstance(default, list):
+        return "[7]"
+    if isinstance(default, dict):
+        return "{'a': 1}"
+    return "changed"
+
+
+def test_compat_keys_stay_loadable_and_warn_once_each(tmp_path, caplog, monkeypatch):
+    base = ["model=rice", "dataset=videotoshop", f"env.save_dir={tmp_path}"]
+    # Interpolated defaults resolve against the run: no warning for them.
+    monkeypatch.setenv("MMF_LOG_DIR", str(tmp_path / "logs"))
+    with caplog.at_level("WARNING"):
+        config = Configuration(base + ["training.experiment_name=other"]).get_config()
+    assert config.training.wandb.name == "other" and config.env.log_dir == str(tmp_path / "logs")
+    assert "has no effect" not in caplog.text
+    files = [p.relative_to(get_mmf_root()).as_posix() for p in compat_files()]
+    assert files == [
+        "configs/compatibility.yaml",
+        "configs/datasets/movingfashion/compatibility.yaml",
+        "configs/datasets/videotoshop/compatibility.yaml",
+        "configs/models/rice/compatibility.yaml",
+    ]
+
+    keys = {}
+    for path in compat_files():
+        if "movingfashion" not in str(path):
+            keys.update(_dotted_leaves(OmegaConf.to_container(load_yaml(path))))
+    assert "training.log_format" in keys and "model_config.rice.task_for_inference" in keys
+    assert "dataset_config.videotoshop.use_images" in keys and "start_rank" in keys
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        Configuration(base + [f"{key}={_changed_value(value)}" for key, value in keys.items()])
+    messages = [record.getMessage() for record in caplog.records]
+    warned = [message.split()[2] for message in messages if "has no effect" in message]
+    assert sorted(warned) == sorted(keys)  # every key once, and nothing else
+    assert "configs/models/rice/compatibility.yaml" in caplog.text
+
+
+def test_compat_keys_are_part_of_the_defaults_beside_them():
+    """Each compatibility.yaml is included by its defaults.yaml and holds the only copy of
+    its keys."""
+    for path in compat_files():
+        compat = OmegaConf.to_container(load_yaml(path))
+        defaults = OmegaConf.to_container(load_yaml(path.parent / "defaults.yaml"))
+        assert OmegaConf.to_container(OmegaConf.merge(defaults, compat)) == defaults, path
+        body = yaml.safe_load((path.parent / "defaults.yaml").read_text())
+        for key in _dotted_leaves(compat):
+            node = body
+            for part in key.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            assert node is None, f"{key} is in {path.parent / 'defaults.yaml'} as well"

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mmf.datasets.lpr4m_urls import live_id_of, parse_clip_id, parse_frame_id
+from mmf.datasets.ids import live_id_of
+from mmf.datasets.lpr4m_urls import parse_clip_id, parse_frame_id
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "make_demo_data.py"
@@ -73,7 +74,9 @@ def _command(out, seed, *extra):
 
 
 def run_generator(out, seed, *extra):
-    result = subprocess.run(_command(out, seed, *extra), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        _command(out, seed, *extra), capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -104,6 +107,125 @@ def read_train_file(path):
     return rows
 
 
+def check_train_frame(out, video_id, live_id, frame_id, frame_boxes):
+    """Asserts one train/val frame and its boxes; returns the frame's path."""
+    ref = parse_frame_id(frame_id)
+    assert (
+        ref.clip_id == video_id
+        and ref.live_id == live_id
+        and len(frame_id) == len(video_id) + 5
+    )
+    path = out / "training_frames" / video_id / f"{frame_id}.jpg"
+    with Image.open(path) as frame:
+        width, height = frame.size
+    assert min(width, height) == 256
+    for x1, y1, x2, y2 in frame_boxes:
+        assert 0 <= x1 < x2 <= width - 1 and 0 <= y1 < y2 <= height - 1
+    return path
+
+
+def check_train_row(out, row):
+    """Asserts one 11-column train/val line; returns (its image_id, the files it references)."""
+    video_id, frames, boxes, image_id, title, cat_id, cat_name, asr, scale, duration, count = row
+    live_id, start, end = parse_clip_id(video_id)
+    assert end > start
+    frame_ids, box_lists = json.loads(frames), json.loads(boxes)
+    assert len(frame_ids) == len(box_lists) == 10
+    assert len(set(frame_ids)) == 10
+    assert any(box_lists), "the product is visible in some frame"
+    referenced = {
+        check_train_frame(out, video_id, live_id, frame_id, frame_boxes)
+        for frame_id, frame_boxes in zip(frame_ids, box_lists, strict=True)
+    }
+    image = out / "training_images" / f"{image_id}.jpg"
+    assert image.exists()
+    referenced.add(image)
+    assert title and asr and make_demo_data.CATEGORIES[int(cat_id)] == cat_name
+    assert scale in ("small", "medium", "large") and duration in ("short", "medium", "long")
+    assert count in ("single", "multiple")
+    return image_id, referenced
+
+
+def check_gallery(out, gallery_lines):
+    """Asserts the gallery files exist; returns ({live_id: [image_id]}, the gallery files)."""
+    gallery_by_live, referenced = {}, set()
+    for line in gallery_lines:
+        live_id, name = line.split("/")
+        assert (out / "gallery" / line).exists()
+        referenced.add(out / "gallery" / line)
+        gallery_by_live.setdefault(live_id, []).append(name[: -len(".jpg")])
+    return gallery_by_live, referenced
+
+
+def check_queries(out, queries, gt, gallery_by_live):
+    """Asserts every query clip and its ground truth; returns the query frame files."""
+    referenced = set()
+    for video_id, entry in queries.items():
+        live_id = live_id_of(video_id)
+        parse_clip_id(video_id)
+        assert entry["gt"] == gt[video_id] and entry["gt"]
+        assert set(entry["gt"]) <= set(gallery_by_live[live_id])
+        assert entry["category"] in make_demo_data.CATEGORIES
+        assert len(entry["frames"]) == 10
+        for frame in entry["frames"]:
+            clip_dir, name = frame.split("/")
+            assert clip_dir == video_id and parse_frame_id(name[: -len(".jpg")]).clip_id == video_id
+            assert (out / "query" / frame).exists()
+            referenced.add(out / "query" / frame)
+    return referenced
+
+
+def count_distractors(gallery_by_live, queries):
+    """Gallery images that are no query's ground truth, over all livestreams."""
+    distractors = 0
+    for live_id, images in gallery_by_live.items():
+        positives = {g for v, e in queries.items() if live_id_of(v) == live_id for g in e["gt"]}
+        distractors += len(set(images) - positives)
+    return distractors
+
+
+def check_side_files(ann, queries, all_gallery_ids):
+    """Asserts the ASR, title and frame-box files of the test split."""
+    (asr_file,) = ann.glob("test_videoid_asr_*.txt")
+    (title_file,) = ann.glob("test_image_title_*.txt")
+    (box_file,) = ann.glob("test_frameid2gtbox_*.json")
+    asr = dict(line.split("\t") for line in asr_file.read_text().splitlines())
+    assert set(asr) == set(queries) and all(asr.values())
+    titles = dict(line.split("\t") for line in title_file.read_text().splitlines())
+    assert (
+        title_file.name == f"test_image_title_{len(titles)}.txt"
+        and set(titles) == all_gallery_ids
+    )
+    frame_boxes = json.loads(box_file.read_text())
+    assert all(parse_frame_id(f).clip_id in queries and boxes for f, boxes in frame_boxes.items())
+
+
+def check_test_split(out, ann, training_images):
+    """Asserts the test annotations and files; returns the image files they reference."""
+    queries = json.loads((ann / "query_tenframes.json").read_text())
+    gallery_lines = (ann / "gallery_main.txt").read_text().splitlines()
+    assert len(gallery_lines) == len(set(gallery_lines))
+    (gt_file,) = ann.glob("test_videoid_to_gtimage_*.json")
+    (live_file,) = ann.glob("test_liveid_to_gallery_*.json")
+    gt = json.loads(gt_file.read_text())
+    live_to_gallery = json.loads(live_file.read_text())
+    assert gt_file.name == f"test_videoid_to_gtimage_{len(queries)}.json"
+    assert live_file.name == f"test_liveid_to_gallery_{len(live_to_gallery)}.json"
+    assert len(queries) == 16 and len(live_to_gallery) == 2
+
+    gallery_by_live, referenced = check_gallery(out, gallery_lines)
+    assert gallery_by_live == live_to_gallery
+    assert all(50 <= len(images) <= 200 for images in gallery_by_live.values())
+    all_gallery_ids = {i for images in gallery_by_live.values() for i in images}
+    assert not all_gallery_ids & training_images, "test images are unseen in training"
+
+    assert set(gt) == set(queries)
+    referenced |= check_queries(out, queries, gt, gallery_by_live)
+    assert count_distractors(gallery_by_live, queries) >= 4 * len(gallery_by_live)
+    check_side_files(ann, queries, all_gallery_ids)
+    return referenced
+
+
 def test_demo_layout_and_formats(demo):
     out, stdout, seconds = demo
     ann = out / "annotations"
@@ -120,87 +242,15 @@ def test_demo_layout_and_formats(demo):
     ):
         rows = read_train_file(ann / name)
         assert rows
-        for video_id, frames, boxes, image_id, title, cat_id, cat_name, asr, scale, duration, count in rows:
-            live_id, start, end = parse_clip_id(video_id)
-            assert end > start
-            frame_ids, box_lists = json.loads(frames), json.loads(boxes)
-            assert len(frame_ids) == len(box_lists) == 10
-            assert len(set(frame_ids)) == 10
-            assert any(box_lists), "the product is visible in some frame"
-            for frame_id, frame_boxes in zip(frame_ids, box_lists):
-                ref = parse_frame_id(frame_id)
-                assert (
-                    ref.clip_id == video_id and ref.live_id == live_id and len(frame_id) == len(video_id) + 5
-                )
-                path = out / "training_frames" / video_id / f"{frame_id}.jpg"
-                with Image.open(path) as frame:
-                    width, height = frame.size
-                assert min(width, height) == 256
-                for x1, y1, x2, y2 in frame_boxes:
-                    assert 0 <= x1 < x2 <= width - 1 and 0 <= y1 < y2 <= height - 1
-                referenced.add(path)
-            image = out / "training_images" / f"{image_id}.jpg"
-            assert image.exists()
-            referenced.add(image)
+        for row in rows:
+            image_id, files = check_train_row(out, row)
             images.add(image_id)
-            assert title and asr and make_demo_data.CATEGORIES[int(cat_id)] == cat_name
-            assert scale in ("small", "medium", "large") and duration in ("short", "medium", "long")
-            assert count in ("single", "multiple")
+            referenced |= files
     assert not train_images & val_images
     assert 5 <= len(make_demo_data.CATEGORIES) <= 8
     assert len(train_images) == 10 and len(val_images) == 2
 
-    queries = json.loads((ann / "query_tenframes.json").read_text())
-    gallery_lines = (ann / "gallery_main.txt").read_text().splitlines()
-    assert len(gallery_lines) == len(set(gallery_lines))
-    (gt_file,) = ann.glob("test_videoid_to_gtimage_*.json")
-    (live_file,) = ann.glob("test_liveid_to_gallery_*.json")
-    (asr_file,) = ann.glob("test_videoid_asr_*.txt")
-    (title_file,) = ann.glob("test_image_title_*.txt")
-    (box_file,) = ann.glob("test_frameid2gtbox_*.json")
-    gt = json.loads(gt_file.read_text())
-    live_to_gallery = json.loads(live_file.read_text())
-    assert gt_file.name == f"test_videoid_to_gtimage_{len(queries)}.json"
-    assert live_file.name == f"test_liveid_to_gallery_{len(live_to_gallery)}.json"
-    assert len(queries) == 16 and len(live_to_gallery) == 2
-
-    gallery_by_live = {}
-    for line in gallery_lines:
-        live_id, name = line.split("/")
-        assert (out / "gallery" / line).exists()
-        referenced.add(out / "gallery" / line)
-        gallery_by_live.setdefault(live_id, []).append(name[: -len(".jpg")])
-    assert gallery_by_live == live_to_gallery
-    assert all(50 <= len(images) <= 200 for images in gallery_by_live.values())
-    all_gallery_ids = {i for images in gallery_by_live.values() for i in images}
-    assert not all_gallery_ids & (train_images | val_images), "test images are unseen in training"
-
-    assert set(gt) == set(queries)
-    distractors = 0
-    for video_id, entry in queries.items():
-        live_id = live_id_of(video_id)
-        parse_clip_id(video_id)
-        assert entry["gt"] == gt[video_id] and entry["gt"]
-        assert set(entry["gt"]) <= set(gallery_by_live[live_id])
-        assert entry["category"] in make_demo_data.CATEGORIES
-        assert len(entry["frames"]) == 10
-        for frame in entry["frames"]:
-            clip_dir, name = frame.split("/")
-            assert clip_dir == video_id and parse_frame_id(name[: -len(".jpg")]).clip_id == video_id
-            assert (out / "query" / frame).exists()
-            referenced.add(out / "query" / frame)
-    for live_id, images in gallery_by_live.items():
-        positives = {g for v, e in queries.items() if live_id_of(v) == live_id for g in e["gt"]}
-        distractors += len(set(images) - positives)
-    assert distractors >= 4 * len(gallery_by_live)
-
-    asr = dict(line.split("\t") for line in asr_file.read_text().splitlines())
-    assert set(asr) == set(queries) and all(asr.values())
-    titles = dict(line.split("\t") for line in title_file.read_text().splitlines())
-    assert title_file.name == f"test_image_title_{len(titles)}.txt" and set(titles) == all_gallery_ids
-    frame_boxes = json.loads(box_file.read_text())
-    assert all(parse_frame_id(f).clip_id in queries and boxes for f, boxes in frame_boxes.items())
-
+    referenced |= check_test_split(out, ann, train_images | val_images)
     on_disk = {p for p in out.rglob("*.jpg")}
     assert on_disk == referenced, "every image on disk is referenced and vice versa"
 
@@ -208,7 +258,9 @@ def test_demo_layout_and_formats(demo):
 def test_demo_is_deterministic_for_a_seed(tmp_path):
     runs = [
         subprocess.Popen(
-            _command(tmp_path / name, seed, "--workers", workers, *SMALL), stderr=subprocess.PIPE, text=True
+            _command(tmp_path / name, seed, "--workers", workers, *SMALL),
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for name, seed, workers in (("a", 3, "1"), ("b", 3, "2"), ("c", 4, "1"))
     ]

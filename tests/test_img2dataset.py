@@ -152,25 +152,32 @@ def test_url_anatomy():
 def test_train_files_output_to_lpr4m_layout(train_converted):
     data_dir, stdout = train_converted
     report = json.loads((data_dir / "img2dataset_report_train.json").read_text())
-    assert report["counts"] == {"samples": 12, "success": 7, "failed": 5, "written": 7, "already_present": 0}
+    assert report["counts"] == {
+        "samples": 12,
+        "success": 7,
+        "failed": 5,
+        "written": 7,
+        "already_present": 0,
+    }
     assert sum(report["failed_by_error"].values()) == 5
     assert report["clips_without_frames"] == [CLIP_LOST]
     assert report["clips_with_missing_frames"] == {CLIP_PARTIAL: 1}
     assert "1 without frames" in stdout
 
-    frames = sorted(p.relative_to(data_dir).as_posix() for p in (data_dir / "training_frames").rglob("*.jpg"))
-    assert frames == [f"training_frames/{CLIP_FULL}/{CLIP_FULL}-{i * 5:04d}.jpg" for i in range(3)] + [
-        f"training_frames/{CLIP_PARTIAL}/{CLIP_PARTIAL}-{i * 5:04d}.jpg" for i in range(2)
-    ]
+    frames = sorted(
+        p.relative_to(data_dir).as_posix() for p in (data_dir / "training_frames").rglob("*.jpg")
+    )
+    assert frames == [
+        f"training_frames/{CLIP_FULL}/{CLIP_FULL}-{i * 5:04d}.jpg" for i in range(3)
+    ] + [f"training_frames/{CLIP_PARTIAL}/{CLIP_PARTIAL}-{i * 5:04d}.jpg" for i in range(2)]
     images = sorted(p.name for p in (data_dir / "training_images").iterdir())
     assert images == sorted(f"{i}.jpg" for i in TRAIN_IMAGES[:2])
     with Image.open(data_dir / "training_frames" / CLIP_FULL / f"{CLIP_FULL}-0005.jpg") as frame:
         assert min(frame.size) == 32, "keep_ratio resize: the shorter side is image_size"
         assert abs(np.asarray(frame, dtype=float).mean() - 40) < 3, "the right source image"
 
-    available = (
-        (data_dir / "annotations" / "training_videoinfo_full_3_available.txt").read_text().splitlines()
-    )
+    available_file = data_dir / "annotations" / "training_videoinfo_full_3_available.txt"
+    available = available_file.read_text().splitlines()
     assert [line.split("\t")[0] for line in available] == [CLIP_FULL, CLIP_PARTIAL]
     partial = available[1].split("\t")
     assert len(partial) == 11

@@ -1,4 +1,5 @@
-"""scripts/download_lpr750k.sh (resumable fetch, unpack) and scripts/download_lpr4m.sh (img2dataset flags)."""
+"""scripts/download_lpr750k.sh (resumable fetch, unpack) and scripts/download_lpr4m.sh
+(img2dataset flags)."""
 
 import os
 import subprocess
@@ -50,7 +51,10 @@ def test_lpr750k_download_resumes_unpacks_and_skips_done_parts(tmp_path):
 
     result = _run(LPR750K, dest, "annotations", "query", "gallery", **base)
     assert result.returncode == 1
-    assert "query already unpacked" in result.stdout and "annotations already unpacked" in result.stdout
+    assert (
+        "query already unpacked" in result.stdout
+        and "annotations already unpacked" in result.stdout
+    )
     assert "1 part(s) failed: gallery" in result.stderr
 
 
@@ -84,7 +88,7 @@ def test_lpr4m_download_runs_img2dataset_on_the_four_lists(tmp_path):
     calls = log.read_text().splitlines()
     assert len(calls) == 4
     for call, name, folder in zip(
-        calls, names, ["training_frame", "training_image", "test_frame", "test_image"]
+        calls, names, ["training_frame", "training_image", "test_frame", "test_image"], strict=True
     ):
         assert f"--url_list={urls / name}" in call
         assert f"--output_folder={tmp_path / 'lpr4m' / 'img2dataset' / folder}" in call

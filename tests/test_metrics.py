@@ -8,7 +8,9 @@ from mmf.modules import metrics  # noqa: F401  (registers the metrics)
 
 def _pairs():
     # Four pairs, two livestreams. v2 is paired with two images (multi-positive).
-    image = {"i1": [1.0, 0.0, 0.0], "i2": [0.0, 1.0, 0.0], "i3": [0.0, 0.0, 1.0], "i4": [0.0, 0.75, 0.0]}
+    image = {
+        "i1": [1.0, 0.0, 0.0], "i2": [0.0, 1.0, 0.0], "i3": [0.0, 0.0, 1.0], "i4": [0.0, 0.75, 0.0]
+    }
     rows = [("v1", "i1", "L1"), ("v2", "i2", "L1"), ("v2", "i3", "L1"), ("v3", "i4", "L2")]
     video = {"v1": [0.0, 1.0, 0.0], "v2": [0.0, 0.0, 1.0], "v3": [0.0, 1.0, 0.0]}
     return {
@@ -24,7 +26,9 @@ def _pairs():
 @pytest.mark.parametrize("name", ["r@k", "r@k_general"])
 def test_recall_per_livestream(name):
     metric = registry.get_metric_class(name)({"ks": [1, 2], "per_category": True})
-    assert metric.required_params == ["scores", "targets", "video_id", "image_id", "live_id", "category"]
+    assert metric.required_params == [
+        "scores", "targets", "video_id", "image_id", "live_id", "category"
+    ]
     values = metric.calculate(_pairs())
     # v1 -> i2 first (i1 second): miss at 1; v2 -> i3 first: hit; v3 alone in L2 with i4: hit.
     assert values["r@1"] == pytest.approx(200 / 3)

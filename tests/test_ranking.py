@@ -1,18 +1,13 @@
-"""Hand-built ranking cases for mmf.utils.retrieval."""
+"""Hand-built ranking cases for mmf.evaluation.ranking and mmf.evaluation.metrics."""
 import math
 
 import pytest
 import torch
 
 from mmf.common.errors import DataError
-from mmf.utils.retrieval import (
-    metrics_by_label,
-    normalize_id,
-    rank_queries,
-    retrieval_metrics,
-    stable_topk,
-    summarize,
-)
+from mmf.datasets.ids import normalize_id
+from mmf.evaluation.metrics import metrics_by_label, retrieval_metrics, summarize
+from mmf.evaluation.ranking import rank_queries, stable_topk
 
 
 def _gallery(scores_by_id):
@@ -150,7 +145,7 @@ def test_non_finite_embeddings_raise():
 
 
 def test_rerank_top_moves_only_the_top_k():
-    from mmf.utils.retrieval import rerank_top
+    from mmf.evaluation.rerank import rerank_top
 
     ids, emb = _gallery({"a": 0.875, "b": 0.75, "c": 0.5, "d": 0.25, "e": 0.125})
     gt = {"q1": ["c"], "q2": ["b", "e"], "q3": ["a"]}
@@ -189,7 +184,7 @@ def test_groups_of_different_sizes_match_python_per_group_sort(max_scores):
           for i, live in enumerate(query_groups)}
     result = rank_queries(queries, list(gt), gallery, ids, gt, query_groups, gallery_groups,
                           topk=4, max_scores=max_scores)
-    for row, (query, live) in enumerate(zip(gt, query_groups)):
+    for row, (query, live) in enumerate(zip(gt, query_groups, strict=True)):
         scores = {j: (queries[row] @ gallery[j]).item() for j in members[live]}
         order = sorted(members[live], key=lambda j: -scores[j])
         positions = sorted({order.index(int(g[1:])) + 1 for g in gt[query]})

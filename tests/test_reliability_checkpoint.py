@@ -17,11 +17,11 @@ import zipfile
 import pytest
 import torch
 import yaml
+from toy_helpers import REPO, run_cli, subprocess_env, toy_opts, train_toy
 
 from mmf.common.errors import CheckpointError
 from mmf.utils.checkpoint import load_checkpoint_file, load_state_dict_file
 from mmf_cli.run import run
-from toy_helpers import REPO, run_cli, subprocess_env, toy_opts, train_toy
 
 LIVE = "0a1b2c3d-1111-2222-3333-444455556666"
 

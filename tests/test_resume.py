@@ -1,8 +1,8 @@
 """Exact resume: N updates, stop, resume to 2N == an uninterrupted 2N run."""
 import torch
+from toy_helpers import max_abs_diff, train_toy
 
 from mmf.utils.checkpoint import load_checkpoint_file
-from toy_helpers import max_abs_diff, train_toy
 
 # Dropout, a random augmentation (global torch RNG) and shuffling are all on; an epoch is
 # 8 updates, so the stop at update 5 is mid-epoch and the resumed run crosses an epoch.

@@ -5,14 +5,14 @@ import math
 
 import pytest
 import torch
+from toy_helpers import TRAIN_YAML, max_abs_diff, toy_config, toy_opts, train_toy, weights
 
 from mmf.common.errors import ConfigError, DataError, UnknownNameError
 from mmf.modules.schedulers import MultiStepScheduler, WarmupCosineScheduler, WarmupLinearScheduler
 from mmf.trainers.mmf_trainer import MMFTrainer, NonFiniteLossError
 from mmf.utils.build import build_optimizer
-from mmf.utils.general import get_batch_size
 from mmf.utils.configuration import Configuration
-from toy_helpers import TRAIN_YAML, max_abs_diff, toy_config, toy_opts, train_toy, weights
+from mmf.utils.general import get_batch_size
 
 # No randomness besides the shuffled order, so runs with different batching can match.
 DETERMINISTIC = (
@@ -238,3 +238,25 @@ def test_batch_size_must_split_over_ranks(tmp_path):
     assert get_batch_size(config.training, 3) == 2
     with pytest.raises(ConfigError, match="training.batch_size=6 must be a positive multiple"):
         get_batch_size(config.training, 4)
+
+
+def test_train_metrics_are_logged_and_written_to_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from mmf.utils.logger import close_handlers
+    from mmf_cli.run import main
+
+    try:
+        main(toy_opts(tmp_path, "run_type=train", "training.tensorboard=true"))
+    finally:
+        close_handlers()
+    progress = [
+        line for line in (tmp_path / "train.log").read_text().splitlines() if "progress: " in line
+    ]
+    # log_interval 2 of 6 updates; the toy model's train_metrics hold toy/batch_accuracy.
+    assert [line.split("progress: ")[1].split(",")[0] for line in progress] == ["2/6", "4/6", "6/6"]
+    assert all("toy/batch_accuracy: " in line for line in progress)
+    events = EventAccumulator(str(tmp_path / "logs" / "tensorboard")).Reload()
+    accuracy = events.Scalars("train/toy/batch_accuracy")
+    assert [event.step for event in accuracy] == [2, 4, 6]
+    assert all(0.0 <= event.value <= 1.0 for event in accuracy)

@@ -19,7 +19,6 @@ KINDS = (
     "model",
     "processor",
     "encoder",
-    "loss",
     "metric",
     "optimizer",
     "scheduler",
@@ -75,9 +74,6 @@ class Registry:
     def register_encoder(self, name):
         return self._register("encoder", name)
 
-    def register_loss(self, name):
-        return self._register("loss", name)
-
     def register_metric(self, name):
         return self._register("metric", name)
 
@@ -104,9 +100,6 @@ class Registry:
 
     def get_encoder_class(self, name):
         return self.get("encoder", name)
-
-    def get_loss_class(self, name):
-        return self.get("loss", name)
 
     def get_metric_class(self, name):
         return self.get("metric", name)

@@ -8,6 +8,7 @@ import collections
 import collections.abc
 
 import torch
+from torch.utils.data import default_collate
 
 
 class Sample(collections.OrderedDict):
@@ -27,9 +28,6 @@ class Sample(collections.OrderedDict):
             del self[key]
         except KeyError:
             raise AttributeError(key) from None
-
-    def fields(self):
-        return list(self.keys())
 
 
 class SampleList(Sample):
@@ -80,18 +78,14 @@ class SampleList(Sample):
 
 
 def _collate_field(key, values):
+    """Stacked tensors [B, ...] (in shared memory inside a DataLoader worker, via torch's
+    ``default_collate``), a ``SampleList`` for dicts, a list for anything else."""
     first = values[0]
     if isinstance(first, torch.Tensor):
         shapes = {tuple(v.shape) for v in values}
         if len(shapes) != 1:
             raise ValueError(f"cannot stack field {key!r}: samples have shapes {sorted(shapes)}")
-        out = None
-        if torch.utils.data.get_worker_info() is not None:
-            # In a DataLoader worker, stack straight into shared memory (as torch's
-            # default_collate does): sending the batch to the main process then copies nothing.
-            storage = first._typed_storage()._new_shared(first.numel() * len(values), device=first.device)
-            out = first.new(storage).resize_(len(values), *first.shape)
-        return torch.stack(values, 0, out=out)
+        return default_collate(values)
     if isinstance(first, collections.abc.Mapping) and not isinstance(first, str):
         return SampleList([Sample(v) for v in values])
     return list(values)
@@ -104,9 +98,3 @@ def _to_device(value, device, non_blocking):
         return value.to(device, non_blocking)
     return value
 
-
-def to_device(sample_list, device):
-    """Move a ``SampleList`` (or a plain dict batch) to ``device``."""
-    if not isinstance(sample_list, SampleList):
-        sample_list = SampleList(dict(sample_list))
-    return sample_list.to(device)

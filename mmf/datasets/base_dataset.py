@@ -17,7 +17,6 @@ class BaseDataset(torch.utils.data.Dataset):
         self.dataset_name = dataset_name
         self.config = config
         self.dataset_type = dataset_type
-        self.processor_names = []
 
     def init_processors(self):
         processors = build_processors(
@@ -27,7 +26,6 @@ class BaseDataset(torch.utils.data.Dataset):
         )
         for key, processor in processors.items():
             setattr(self, key, processor)
-        self.processor_names = list(processors)
 
     @property
     def collate_fn(self):

@@ -15,6 +15,7 @@ import urllib.parse
 from typing import NamedTuple
 
 from mmf.common.errors import DataError
+from mmf.datasets.ids import live_id_of
 
 UUID_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _CLIP_RE = re.compile(rf"^(?P<live_id>{UUID_PATTERN})-(?P<start_ts>\d+)-(?P<end_ts>\d+)$")
@@ -39,14 +40,6 @@ def url_stem(url):
     return stem
 
 
-def live_id_of(video_id):
-    """``<uuid>-<start>-<end>`` (or any id starting with a UUID) -> the UUID (first 5 fields)."""
-    match = re.match(UUID_PATTERN, video_id)
-    if not match or (len(video_id) > 36 and video_id[36] != "-"):
-        raise DataError(f"'{video_id}' does not start with a livestream UUID")
-    return match.group(0)
-
-
 def parse_clip_id(clip_id):
     """``<live_id>-<start_ts>-<end_ts>`` -> (live_id, start_ts, end_ts)."""
     match = _CLIP_RE.match(clip_id)
@@ -61,7 +54,7 @@ def parse_frame_id(frame_id):
     if not match:
         raise DataError(f"'{frame_id}' is not a frame id of the form <live_id>-<start_ts>-<end_ts>-<index>")
     clip_id = match.group("clip_id")
-    return FrameRef(clip_id[:36], clip_id, int(match.group("frame_index")), frame_id)
+    return FrameRef(live_id_of(clip_id), clip_id, int(match.group("frame_index")), frame_id)
 
 
 def is_frame_url(url):

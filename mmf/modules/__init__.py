@@ -1,2 +1,2 @@
-"""Registered building blocks: encoders, losses, metrics, optimizers, schedulers."""
-from mmf.modules import encoders, losses, metrics, optimizers, schedulers  # noqa: F401
+"""Registered building blocks: encoders, metrics, optimizers, schedulers."""
+from mmf.modules import encoders, metrics, optimizers, schedulers, text_encoders  # noqa: F401

@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 
 
 def resolve_weights_path(path, key):
-    """``None`` for a null/empty ``path``; the path if it exists; else ``ConfigError`` naming ``key``."""
+    """``None`` for a null/empty ``path``; the path if it exists; else ``ConfigError`` naming
+    ``key``."""
     if path is None or str(path).strip() == "":
         return None
     path = os.path.expanduser(str(path))
@@ -49,7 +50,8 @@ def _is_torchscript_archive(path):
 
 
 def load_weights_file(path):
-    """Tensors of a weights file: a TorchScript archive, safetensors, or a (weights-only) state dict.
+    """Tensors of a weights file: a TorchScript archive, safetensors, or a (weights-only) state
+    dict.
 
     A dict holding a ``"state_dict"`` or ``"model"`` entry is unwrapped.
     """
@@ -146,14 +148,15 @@ class CLIPVisionTower(nn.Module):
 
     def forward(self, pixels):
         """pixels [N,3,H,W] -> (ln_post(CLS) @ proj [N,E], tokens after the last block [N,T,W])."""
-        vit = self.vit
-        x = vit.patch_embed(pixels.to(self.proj.dtype))
-        x = vit._pos_embed(x)
-        x = vit.patch_drop(x)
-        x = vit.norm_pre(x)
-        tokens = vit.blocks(x)
-        pooled = vit.norm(tokens[:, 0]) @ self.proj
-        return pooled, tokens
+        ((patches, prefix),) = self.vit.forward_intermediates(
+            pixels.to(self.proj.dtype),
+            indices=1,
+            output_fmt="NLC",
+            return_prefix_tokens=True,
+            intermediates_only=True,
+        )
+        pooled = self.vit.norm(prefix[:, 0]) @ self.proj
+        return pooled, torch.cat([prefix, patches], dim=1)
 
 
 def _tower_state_dict_to_openai(module, state_dict, prefix, local_metadata):
@@ -255,7 +258,8 @@ class OpenAICLIPEncoder(nn.Module):
 
 
 def convert_efficientnet_pytorch(state_dict, model):
-    """lukemelas EfficientNet-PyTorch keys (``_blocks.N._expand_conv...``) -> timm EfficientNet keys.
+    """lukemelas EfficientNet-PyTorch keys (``_blocks.N._expand_conv...``) -> timm EfficientNet
+    keys.
 
     Blocks are numbered flat in the source and ``blocks.<stage>.<index>`` in timm; a block
     without ``_expand_conv`` is timm's ``DepthwiseSeparableConv``. Shapes are checked. The
@@ -271,7 +275,12 @@ def convert_efficientnet_pytorch(state_dict, model):
         "_bn1": "bn2",
         "_fc": "classifier",
     }
-    separable = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+    separable = {
+        "_depthwise_conv": "conv_dw",
+        "_bn1": "bn1",
+        "_project_conv": "conv_pw",
+        "_bn2": "bn2",
+    }
     inverted = {
         "_expand_conv": "conv_pw",
         "_bn0": "bn1",
@@ -290,7 +299,8 @@ def convert_efficientnet_pytorch(state_dict, model):
             if index >= len(flat):
                 raise CheckpointError(f"{key}: the timm model has only {len(flat)} blocks")
             stage, position, block = flat[index]
-            table = dict(separable if isinstance(block, DepthwiseSeparableConv) else inverted, **squeeze)
+            layers = separable if isinstance(block, DepthwiseSeparableConv) else inverted
+            table = dict(layers, **squeeze)
             name = f"blocks.{stage}.{position}.{table.get(layer, layer)}.{leaf}"
         else:
             layer, _, leaf = key.partition(".")
@@ -350,7 +360,8 @@ class TimmEncoder(nn.Module):
         if self._token_stage is not None:
             if self._sequence or self._layout != "NCHW":
                 raise ConfigError(
-                    f"image_encoder.params.token_stage: only CNN encoders support it, not {model_name}"
+                    "image_encoder.params.token_stage: only CNN encoders support it, "
+                    f"not {model_name}"
                 )
             stages = self.model.feature_info
             try:
@@ -423,7 +434,8 @@ def _classifier_prefixes(model):
 
 @registry.register_encoder("identity")
 class IdentityEncoder(nn.Module):
-    """Precomputed features: tokens [N,T,D] -> (tokens[:,0], tokens); vectors [N,D] -> (x, x[:,None]).
+    """Precomputed features: tokens [N,T,D] -> (tokens[:,0], tokens); vectors [N,D] ->
+    (x, x[:,None]).
 
     params: ``in_dim`` (D; ``out_dim`` is accepted and must equal it).
     """

@@ -1,18 +1,16 @@
-"""Losses used by RICE, registered by name and built as ``cls(params)``.
+"""Losses used by RICE, built as ``cls(params)``.
 
-- ``contrastive_loss``: symmetric InfoNCE over the global batch (all-gather with gradient).
-- ``hard_negative_cross_entropy``: cross-entropy whose positive is column 0 (or the diagonal).
-- ``mse``: mean squared error.
+- ``ContrastiveLoss``: symmetric InfoNCE over the global batch (all-gather with gradient).
+- ``HardNegativeCrossEntropyLoss``: cross-entropy whose positive is column 0 (or the diagonal).
+- ``MSELoss``: mean squared error.
 """
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmf.common.registry import registry
 from mmf.utils.distributed import gather_tensor_along_batch_with_backward, get_rank
 
 
-@registry.register_loss("contrastive_loss")
 class ContrastiveLoss(nn.Module):
     """Symmetric contrastive loss between paired rows of ``scores`` and ``targets``.
 
@@ -47,7 +45,6 @@ class ContrastiveLoss(nn.Module):
         return (loss_v2i + loss_i2v) / 2
 
 
-@registry.register_loss("hard_negative_cross_entropy")
 class HardNegativeCrossEntropyLoss(nn.Module):
     """``-mean(log_softmax(scores)[positive])`` with the positive in column 0 (``diag: false``,
     the RICE setting) or on the diagonal (``diag: true``). scores [B, K] -> scalar."""
@@ -63,7 +60,6 @@ class HardNegativeCrossEntropyLoss(nn.Module):
         return -log_probs[:, 0].mean()
 
 
-@registry.register_loss("mse")
 class MSELoss(nn.Module):
     """Mean squared error over all elements."""
 

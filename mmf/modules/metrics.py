@@ -12,12 +12,14 @@ all ranks, then calls ``calculate(gathered)``:
 
 The gallery holds each image id once (first occurrence), the queries each video id once; a
 clip's ground truth is every image it is paired with. Ranking and ties follow
-``mmf.utils.retrieval``. Values are percentages.
+``mmf.evaluation.ranking``. Values are percentages.
 """
 import torch
 
 from mmf.common.registry import registry
-from mmf.utils.retrieval import DEFAULT_KS, metrics_by_label, normalize_id, rank_queries, summarize
+from mmf.datasets.ids import normalize_id
+from mmf.evaluation.metrics import DEFAULT_KS, metrics_by_label, summarize
+from mmf.evaluation.ranking import rank_queries
 
 
 def _as_list(value):
@@ -65,7 +67,7 @@ class RecallAtK:
         live_ids = _as_list(live_ids) if live_ids is not None else None
 
         ground_truth, query_rows, gallery_rows = {}, {}, {}
-        for row, (video_id, image_id) in enumerate(zip(video_ids, image_ids)):
+        for row, (video_id, image_id) in enumerate(zip(video_ids, image_ids, strict=True)):
             targets = ground_truth.setdefault(video_id, [])
             if image_id not in targets:
                 targets.append(image_id)
@@ -98,7 +100,7 @@ class RecallAtK:
             metrics["median_rank"] = report["median_rank"]
         categories = gathered.get("category")
         if self.per_category and categories is not None:
-            labels = dict(zip(video_ids, _as_list(categories)))
+            labels = dict(zip(video_ids, _as_list(categories), strict=True))
             for label, values in metrics_by_label(result, labels, self.ks).items():
                 metrics[f"r@{self.ks[0]}/{label}"] = values[f"r@{self.ks[0]}"]
         return metrics

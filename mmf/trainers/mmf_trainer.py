@@ -9,7 +9,7 @@ A run, as ``train()`` reads::
             every update_frequency batches: [unscale_ + clip] -> step -> on_update_end
                 (lr scheduler, checkpoint, logging) -> validation every evaluation_interval
         epoch end: log skipped samples
-    final validation -> on_train_end (current.ckpt, best weights, <model>_final.pth)
+    final validation -> on_train_end (current.ckpt, last or best weights -> <model>_final.pth)
     evaluation of the test split when run_type asks for it
 
 ``run_type`` is matched by substring, like MMF: ``train``, ``val``, ``inference``/``test``.
@@ -17,6 +17,7 @@ A run, as ``train()`` reads::
 import contextlib
 import logging
 import math
+import os
 import random
 
 import torch
@@ -24,6 +25,11 @@ from omegaconf import OmegaConf, open_dict
 
 from mmf.common.errors import ConfigError, DataError, MMFError
 from mmf.common.registry import registry
+from mmf.trainers.callbacks.best_checkpoint import BestCheckpointCallback
+from mmf.trainers.callbacks.checkpoint import CheckpointCallback
+from mmf.trainers.callbacks.early_stopping import EarlyStoppingCallback
+from mmf.trainers.callbacks.logistics import LogisticsCallback
+from mmf.trainers.callbacks.lr_scheduler import LRSchedulerCallback
 from mmf.trainers.state import TrainerState
 from mmf.utils.build import (
     build_dataloader_and_sampler,
@@ -32,7 +38,7 @@ from mmf.utils.build import (
     build_optimizer,
     build_scheduler,
 )
-from mmf.utils.checkpoint import Checkpoint
+from mmf.utils.checkpoint import Checkpointer
 from mmf.utils.distributed import (
     all_gather_object,
     broadcast_object,
@@ -58,7 +64,7 @@ class MMFTrainer:
 
     Public attributes after ``load()``: ``model`` (DDP-wrapped when distributed),
     ``optimizer``, ``scheduler`` (or None), ``scaler``, ``state`` (``TrainerState``),
-    ``callbacks``, ``checkpoint``, ``train_loader``/``val_loader``/``test_loader`` (None
+    ``callbacks``, ``checkpointer``, ``train_loader``/``val_loader``/``test_loader`` (None
     when the run does not need the split), ``device``, ``save_dir``, ``max_updates``.
     """
 
@@ -85,12 +91,21 @@ class MMFTrainer:
         self.scheduler = build_scheduler(self.optimizer, self.config)
         self._configure_precision()
         self._load_metrics()
-        self.checkpoint = Checkpoint(self)
-        self.checkpoint.save_config()
-        self._load_callbacks()
-        self.checkpoint.resume()
+        self.checkpointer = Checkpointer(
+            self.save_dir,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            self.scaler,
+            self.state,
+            self.callbacks,
+            self.config,
+        )
+        self.checkpointer.save_config()
+        self.callbacks.extend(self._build_callbacks())
+        self.checkpointer.resume()
         self._parallelize_model()
-        self.checkpoint.restore_rng()
+        self.checkpointer.restore_rng()
         self._emit("on_init_end")
         return self
 
@@ -246,39 +261,66 @@ class MMFTrainer:
                 if field not in self.required_fields:
                     self.required_fields.append(field)
 
-    def _load_callbacks(self):
-        from mmf.trainers.callbacks.checkpoint import CheckpointCallback
-        from mmf.trainers.callbacks.early_stopping import EarlyStoppingCallback
-        from mmf.trainers.callbacks.logistics import LogisticsCallback
-        from mmf.trainers.callbacks.lr_scheduler import LRSchedulerCallback
-
-        # The scheduler steps before the checkpoint saves it.
-        self.callbacks = [
-            cls(self.config, self)
-            for cls in (
-                LRSchedulerCallback,
-                CheckpointCallback,
-                LogisticsCallback,
-                EarlyStoppingCallback,
+    def _build_callbacks(self):
+        """The built-in callbacks, then those of ``training.callbacks``."""
+        training = self.training_config
+        early_stop = training.early_stop
+        criteria = early_stop.get("criteria", "total_loss")
+        minimize = early_stop.get("minimize", True)
+        enabled = bool(early_stop.get("enabled", False))
+        if enabled and "val" not in self.run_type:
+            logger.warning(
+                "training.early_stop.enabled has no effect: run_type %r never validates",
+                self.run_type,
             )
+        tensorboard_dir = None
+        if training.get("tensorboard", False):
+            tensorboard_dir = self.config.env.get("tensorboard_logdir") or os.path.join(
+                self.save_dir, "logs", "tensorboard"
+            )
+        # The scheduler steps before the checkpoint saves it; the best value is recorded
+        # before early stopping reads it.
+        callbacks = [
+            LRSchedulerCallback(self.scheduler),
+            CheckpointCallback(
+                self.checkpointer,
+                self.state,
+                interval=training.checkpoint_interval,
+                final_weights=self.config.checkpoint.get("final_weights", "best"),
+            ),
+            LogisticsCallback(
+                self.state,
+                self.optimizer,
+                self.max_updates,
+                self.device,
+                log_interval=training.log_interval,
+                tensorboard_dir=tensorboard_dir,
+                progress_bar=training.get("progress_bar", False),
+            ),
+            BestCheckpointCallback(
+                self.checkpointer, self.state, criteria, minimize, required=enabled
+            ),
+            EarlyStoppingCallback(
+                self.state,
+                self.request_stop,
+                criteria,
+                patience=early_stop.get("patience", 0),
+                enabled=enabled,
+            ),
         ]
-        for index, entry in enumerate(self.training_config.get("callbacks") or []):
-            self.callbacks.append(
+        for index, entry in enumerate(training.get("callbacks") or []):
+            callbacks.append(
                 build_from_type_params(
                     "callback", entry, f"training.callbacks[{index}]", trainer=self
                 )
             )
-        keys = [cb.state_key for cb in self.callbacks]
+        keys = [cb.state_key for cb in callbacks if cb.state_key is not None]
         duplicated = {key for key in keys if keys.count(key) > 1}
         if duplicated:
             raise ConfigError(
                 f"training.callbacks: callbacks with the same state key {sorted(duplicated)}"
             )
-        if self.training_config.early_stop.get("enabled") and "val" not in self.run_type:
-            logger.warning(
-                "training.early_stop.enabled has no effect: run_type %r never validates",
-                self.run_type,
-            )
+        return callbacks
 
     def _parallelize_model(self):
         if not self.distributed:
@@ -327,10 +369,10 @@ class MMFTrainer:
                 micro_batches += 1
                 is_update = micro_batches == self.update_frequency
                 losses = self.run_training_batch(batch, sync_gradients=is_update)
-                accumulated = losses if accumulated is None else _add_losses(accumulated, losses)
+                accumulated = losses if accumulated is None else _add_reports(accumulated, losses)
                 if not is_update:
                     continue
-                self._finish_update(_scale_losses(accumulated, 1.0 / self.update_frequency))
+                self._finish_update(_scale_report(accumulated, 1.0 / self.update_frequency))
                 micro_batches, accumulated = 0, None
                 if self._training_done():
                     break
@@ -375,7 +417,8 @@ class MMFTrainer:
         return empty
 
     def run_training_batch(self, batch, sync_gradients=True):
-        """Forward and backward of one (micro-)batch; returns the detached losses.
+        """Forward and backward of one (micro-)batch; returns the detached losses and the
+        model's ``train_metrics`` (``{"losses", "total_loss", "metrics"}``, 0-dim tensors).
 
         Gradients are averaged over ranks only on the last micro-batch of an update
         (``no_sync`` on the others).
@@ -391,8 +434,11 @@ class MMFTrainer:
                 self._check_finite(loss, losses)
             scaled = loss / self.update_frequency if self.update_frequency > 1 else loss
             self.scaler.scale(scaled).backward()
-        detached = {name: value.detach().float().mean() for name, value in losses.items()}
-        return {"losses": detached, "total_loss": loss.detach()}
+        return {
+            "losses": _detached_means(losses),
+            "total_loss": loss.detach(),
+            "metrics": _detached_means(output.get("train_metrics") or {}),
+        }
 
     def _check_finite(self, loss, losses):
         if torch.isfinite(loss).item():
@@ -441,35 +487,14 @@ class MMFTrainer:
 
         Under ``no_grad`` and in eval mode, each batch's ``required_params`` of the metrics
         are taken from the model output, else from the batch (a batch may lack some, e.g.
-        query-only batches), and kept on CPU (floating tensors as float32). They are gathered from every rank (each sample once; the eval
-        sampler does not pad), concatenated (tensors on dim 0, lists joined) and passed to
+        query-only batches), and kept on CPU (floating tensors as float32). They are
+        gathered from every rank (each sample once; the eval sampler does not pad),
+        concatenated (tensors on dim 0, lists joined) and passed to
         ``metric.calculate(gathered) -> {key: float}``, logged as ``<split>/<dataset>/<key>``.
         Model losses, when the model returns any in eval mode, are averaged over samples
         as ``<split>/<dataset>/<loss>`` and summed as ``<split>/total_loss``.
         """
-        loader = getattr(self, f"{split}_loader")
-        model = unwrap_model(self.model)
-        was_training = model.training
-        model.eval()
-        fields = {field: [] for field in self.required_fields}
-        loss_sums, count = {}, 0
-        with torch.no_grad():
-            for batch in _progress(loader, split, self.training_config.get("progress_bar", False)):
-                if is_batch_empty(batch):
-                    continue
-                batch = batch.to(self.device, non_blocking=True)
-                with self._autocast():
-                    output = model(batch)
-                size = batch.get_batch_size()
-                count += size
-                for name, value in output["losses"].items():
-                    loss_sums[name] = loss_sums.get(name, 0.0) + value.float().mean().item() * size
-                for field in self.required_fields:
-                    value = output[field] if field in output else batch.get(field)
-                    if value is not None:
-                        fields[field].append(_to_cpu(value))
-        model.train(was_training)
-
+        fields, loss_sums, count = self._collect_outputs(split)
         gathered = _concat_ranks(all_gather_object(fields))
         prefix = f"{split}/{self.dataset_name}"
         metrics = {}
@@ -496,20 +521,57 @@ class MMFTrainer:
             metrics[f"{split}/total_loss"] = sum(means.values())
         return metrics
 
+    def _collect_outputs(self, split):
+        """This rank's ``({field: [cpu chunk, ...]}, {loss: sum over samples}, samples)``."""
+        model = unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        fields = {field: [] for field in self.required_fields}
+        loss_sums, count = {}, 0
+        loader = getattr(self, f"{split}_loader")
+        with torch.no_grad():
+            for batch in _progress(loader, split, self.training_config.get("progress_bar", False)):
+                if is_batch_empty(batch):
+                    continue
+                batch = batch.to(self.device, non_blocking=True)
+                with self._autocast():
+                    output = model(batch)
+                size = batch.get_batch_size()
+                count += size
+                for name, value in output["losses"].items():
+                    loss_sums[name] = loss_sums.get(name, 0.0) + value.float().mean().item() * size
+                for field in self.required_fields:
+                    value = output[field] if field in output else batch.get(field)
+                    if value is not None:
+                        fields[field].append(_to_cpu(value))
+        model.train(was_training)
+        return fields, loss_sums, count
 
-def _add_losses(total, losses):
+
+def _detached_means(values):
+    return {name: value.detach().float().mean() for name, value in values.items()}
+
+
+def _add_reports(total, report):
+    """Sum of two ``run_training_batch`` reports (names missing in one count as 0)."""
     return {
-        "losses": {k: total["losses"].get(k, 0) + v for k, v in losses["losses"].items()},
-        "total_loss": total["total_loss"] + losses["total_loss"],
+        "losses": _add_named(total["losses"], report["losses"]),
+        "total_loss": total["total_loss"] + report["total_loss"],
+        "metrics": _add_named(total["metrics"], report["metrics"]),
     }
 
 
-def _scale_losses(report, factor):
+def _add_named(a, b):
+    return {name: a.get(name, 0) + b.get(name, 0) for name in {**a, **b}}
+
+
+def _scale_report(report, factor):
     if factor == 1:
         return report
     return {
         "losses": {k: v * factor for k, v in report["losses"].items()},
         "total_loss": report["total_loss"] * factor,
+        "metrics": {k: v * factor for k, v in report["metrics"].items()},
     }
 
 

@@ -10,8 +10,10 @@ fsync'ed and then ``os.replace``d, so a crash never leaves a half-written checkp
   of every rank and the config. ``checkpoint.resume=true`` continues from it exactly.
 - ``models/model_<N>.ckpt``: history copies of ``current.ckpt``; ``checkpoint.max_to_keep``
   -1 keeps all, 0 none, k the last k.
-- ``best.ckpt``: the state at the best validation value (early stopping).
-- ``<model>_final.pth``: the bare, unwrapped model state dict at the end of training.
+- ``best.ckpt``: the state at the best validation value of ``training.early_stop.criteria``
+  (``BestCheckpointCallback``, whether or not early stopping is enabled).
+- ``<model>_final.pth``: the bare, unwrapped model state dict at the end of training: the
+  weights of the last update or those of ``best.ckpt`` (``checkpoint.final_weights``).
 
 Everything is loaded with ``torch.load(..., weights_only=True)``; the files hold only
 tensors and plain Python containers.
@@ -29,13 +31,16 @@ import torch
 from omegaconf import OmegaConf
 
 from mmf.common.errors import CheckpointError, ConfigError, MMFError
-from mmf.utils.file_io import atomic_write
 from mmf.utils.distributed import all_gather_object, get_rank, get_world_size, is_main
-from mmf.utils.general import unwrap_model
+from mmf.utils.file_io import atomic_write
 
 logger = logging.getLogger(__name__)
 
 _HISTORY_NAME = re.compile(r"^model_(\d+)\.ckpt$")
+# TrainerState fields that MMF checkpoints keep at the top level.
+_FLAT_COUNTERS = (
+    "num_updates", "current_iteration", "current_epoch", "best_update", "best_metric_value"
+)
 # What restoring a readable file with the wrong content raises (torch, optimizers, RNGs).
 _MISFIT_ERRORS = (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError)
 # Parts of torch.load's weights_only errors.
@@ -100,10 +105,15 @@ def load_state_dict_file(path):
     return dict(state_dict)
 
 
-def strip_module_prefix(state_dict):
-    """Drop the ``module.`` prefix that DataParallel/DDP wrappers add to every key."""
+def strip_module_prefix(state_dict, prefix=""):
+    """Copy of ``state_dict`` with ``<prefix>module.<name>`` keys renamed ``<prefix><name>``.
+
+    DataParallel/DDP wrappers add ``module.`` to every key; the one place that drops it
+    (checkpoints, evaluation and models' ``load_state_dict`` pre-hooks use it; ``prefix``
+    is the hook's). Order is kept."""
+    wrapped = prefix + "module."
     return {
-        (key[len("module.") :] if key.startswith("module.") else key): value
+        (prefix + key[len(wrapped) :] if key.startswith(wrapped) else key): value
         for key, value in state_dict.items()
     }
 
@@ -148,21 +158,38 @@ def _as_tuple(value):
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-class Checkpoint:
-    """Saves and restores the full state of an ``MMFTrainer`` in ``trainer.save_dir``.
+class Checkpointer:
+    """Saves and restores the full state of a training run in ``save_dir``.
 
-    ``save`` is collective (every rank calls it; the RNG states of all ranks are gathered)
-    and rank 0 writes. ``resume`` runs on every rank.
+    Args:
+        save_dir: the run folder (``env.save_dir``).
+        model: the bare model (not DDP-wrapped: the wrapper shares its parameters).
+        optimizer, scheduler (or None), scaler: saved and restored as they are.
+        state: the ``TrainerState``.
+        callbacks: the trainer's callback list; each callback's ``state_dict()`` is saved
+            under its ``state_key`` (callbacks whose ``state_key`` is None keep no state).
+            The list may be filled after the checkpointer is built.
+        config: the run config; saved in ``config.yaml`` and in every checkpoint. Its
+            ``checkpoint`` node says what ``resume`` loads and ``max_to_keep``.
+
+    ``save_current`` and ``save_best`` are collective (every rank calls them; the RNG
+    states of all ranks are gathered) and rank 0 writes. ``resume`` runs on every rank.
     """
 
-    def __init__(self, trainer):
-        self.trainer = trainer
-        self.config = trainer.config.checkpoint
-        self.save_dir = trainer.save_dir
-        self.current_path = os.path.join(self.save_dir, "current.ckpt")
-        self.best_path = os.path.join(self.save_dir, "best.ckpt")
-        self.models_dir = os.path.join(self.save_dir, "models")
-        self.max_to_keep = int(self.config.get("max_to_keep", 0))
+    def __init__(self, save_dir, model, optimizer, scheduler, scaler, state, callbacks, config):
+        self.save_dir = save_dir
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.scaler = scaler
+        self.state = state
+        self.callbacks = callbacks
+        self.config = config
+        self.options = config.checkpoint
+        self.current_path = os.path.join(save_dir, "current.ckpt")
+        self.best_path = os.path.join(save_dir, "best.ckpt")
+        self.models_dir = os.path.join(save_dir, "models")
+        self.max_to_keep = int(self.options.get("max_to_keep", 0))
         self.pending_rng = None
         self.pending_rng_source = None
 
@@ -170,24 +197,24 @@ class Checkpoint:
     def save_config(self):
         if not is_main():
             return
-        text = OmegaConf.to_yaml(self.trainer.config, resolve=True)
+        text = OmegaConf.to_yaml(self.config, resolve=True)
         atomic_write(
             os.path.join(self.save_dir, "config.yaml"), lambda h: h.write(text.encode("utf-8"))
         )
 
     def state_dict(self):
-        trainer = self.trainer
-        state = trainer.state
-        rng = all_gather_object(capture_rng_state())
+        state = self.state
         return {
-            "model": unwrap_model(trainer.model).state_dict(),
-            "optimizer": trainer.optimizer.state_dict(),
-            "lr_scheduler": trainer.scheduler.state_dict() if trainer.scheduler else None,
-            "fp16_scaler": trainer.scaler.state_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "fp16_scaler": self.scaler.state_dict(),
             "trainer_state": state.state_dict(),
-            "callbacks": {cb.state_key: cb.state_dict() for cb in trainer.callbacks},
-            "rng": rng,
-            "config": OmegaConf.to_container(trainer.config, resolve=True),
+            "callbacks": {
+                cb.state_key: cb.state_dict() for cb in self.callbacks if cb.state_key is not None
+            },
+            "rng": all_gather_object(capture_rng_state()),
+            "config": OmegaConf.to_container(self.config, resolve=True),
             # MMF's flat counters, for tools that read them.
             "num_updates": state.num_updates,
             "current_iteration": state.current_iteration,
@@ -197,16 +224,19 @@ class Checkpoint:
             "best_metric_value": state.best_metric_value,
         }
 
-    def save(self, current=True, history=False, best=False):
-        """Write ``current.ckpt`` (and a ``models/`` history copy) and/or ``best.ckpt``."""
+    def save_current(self, history=False):
+        """Write ``current.ckpt`` and, with ``history``, a ``models/model_<N>.ckpt`` copy."""
         data = self.state_dict()
         if not is_main():
             return
-        if current:
-            atomic_torch_save(data, self.current_path)
-            if history and self.max_to_keep != 0:
-                self._add_history(self.trainer.state.num_updates)
-        if best:
+        atomic_torch_save(data, self.current_path)
+        if history and self.max_to_keep != 0:
+            self._add_history(self.state.num_updates)
+
+    def save_best(self):
+        """Write ``best.ckpt`` (the full state, like ``current.ckpt``)."""
+        data = self.state_dict()
+        if is_main():
             atomic_torch_save(data, self.best_path)
 
     def _add_history(self, num_updates):
@@ -236,12 +266,11 @@ class Checkpoint:
         return [path for _, path in sorted(found)]
 
     def finalize(self):
-        """Write ``<model>_final.pth`` (bare unwrapped state dict); returns its path."""
-        model = unwrap_model(self.trainer.model)
-        name = model.get_ckpt_name() if hasattr(model, "get_ckpt_name") else self.trainer.model_name
-        path = os.path.join(self.save_dir, f"{name}_final.pth")
+        """Write ``<model>_final.pth`` (bare state dict of the model as it is now); returns
+        its path."""
+        path = os.path.join(self.save_dir, f"{self.config.model}_final.pth")
         if is_main():
-            state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            state_dict = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
             atomic_torch_save(state_dict, path)
             logger.info("saved final model to %s", path)
         return path
@@ -258,19 +287,19 @@ class Checkpoint:
         ``resume_pretrained`` with a non-empty ``pretrained_state_mapping`` copies only the
         mapped weights; ``reset.{all,optimizer,counts,fp16_scaler}`` skip parts of the state.
         """
-        config = self.config
-        if config.get("resume_zoo"):
+        options = self.options
+        if options.get("resume_zoo"):
             raise ConfigError(
                 "checkpoint.resume_zoo is not supported (there is no model zoo); "
                 "use checkpoint.resume_file"
             )
-        resume_file = config.get("resume_file")
-        if resume_file and (not config.get("resume") or not os.path.isfile(self.current_path)):
-            self.load(resume_file, pretrained=bool(config.get("resume_pretrained")))
+        resume_file = options.get("resume_file")
+        if resume_file and (not options.get("resume") or not os.path.isfile(self.current_path)):
+            self.load(resume_file, pretrained=bool(options.get("resume_pretrained")))
             return resume_file
-        if config.get("resume"):
+        if options.get("resume"):
             order = [self.current_path, self.best_path]
-            if config.get("resume_best"):
+            if options.get("resume_best"):
                 order.reverse()
             for path in order:
                 if os.path.isfile(path):
@@ -280,84 +309,122 @@ class Checkpoint:
         return None
 
     def load(self, path, pretrained=False):
+        """Load ``path``: its weights and, for a full checkpoint, the training state.
+
+        With ``pretrained`` and a ``pretrained_state_mapping``, only the mapped weights."""
         data = load_checkpoint_file(path)
+        bare = not isinstance(data.get("model"), collections.abc.Mapping)
         try:
-            self._restore(path, data, pretrained)
+            weights = self._model_keys(data if bare else data["model"])
+            mapping = self.options.get("pretrained_state_mapping") or {}
+            if pretrained and mapping:
+                self._load_mapped_weights(path, weights, mapping)
+                return
+            if pretrained:
+                logger.warning(
+                    "checkpoint.resume_pretrained without pretrained_state_mapping loads the "
+                    "full state of %s (MMF semantics); use checkpoint.reset.* to skip parts",
+                    path,
+                )
+            self._load_weights(path, weights)
+            if not bare:
+                self._load_training_state(path, data)
         except MMFError:
             raise
         except _MISFIT_ERRORS as err:
             # A readable file whose content does not fit this model, optimizer or run.
             raise CheckpointError(f"{path} does not fit this run: {_one_line(err)}") from err
 
-    def _restore(self, path, data, pretrained):
-        trainer = self.trainer
-        bare = not isinstance(data.get("model"), collections.abc.Mapping)
-        model = unwrap_model(trainer.model)
-        model_state = data if bare else data["model"]
-        model_state = {
-            model.format_state_key(key): value
-            for key, value in strip_module_prefix(model_state).items()
+    def _model_keys(self, state_dict):
+        """``state_dict`` with this model's key names (no ``module.``, older names mapped)."""
+        return {
+            self.model.format_state_key(key): value
+            for key, value in strip_module_prefix(state_dict).items()
         }
-        mapping = self.config.get("pretrained_state_mapping") or {}
-        if pretrained and mapping:
-            self._load_mapped(path, model, model_state, mapping)
-            return
-        if pretrained:
-            logger.warning(
-                "checkpoint.resume_pretrained without pretrained_state_mapping loads the "
-                "full state of %s (MMF semantics); use checkpoint.reset.* to skip parts",
-                path,
-            )
-        if not set(model_state) & set(model.state_dict()):
-            raise CheckpointError(
-                f"{path} holds none of the weights of model {trainer.model_name} "
-                f"(its keys: {sorted(model_state)[:5]})"
-            )
-        incompatible = model.load_state_dict(model_state, strict=False)
-        if incompatible.missing_keys:
-            logger.warning(
-                "%s: %d missing keys: %s",
-                path,
-                len(incompatible.missing_keys),
-                incompatible.missing_keys[:10],
-            )
-        if incompatible.unexpected_keys:
-            logger.warning(
-                "%s: %d unexpected keys: %s",
-                path,
-                len(incompatible.unexpected_keys),
-                incompatible.unexpected_keys[:10],
-            )
-        logger.info("loaded model weights from %s", path)
-        if bare:
-            return
 
-        reset = self.config.get("reset") or {}
+    def _load_weights(self, path, weights):
+        if not set(weights) & set(self.model.state_dict()):
+            raise CheckpointError(
+                f"{path} holds none of the weights of model {self.config.model} "
+                f"(its keys: {sorted(weights)[:5]})"
+            )
+        incompatible = self.model.load_state_dict(weights, strict=False)
+        for kind, keys in (
+            ("missing", incompatible.missing_keys),
+            ("unexpected", incompatible.unexpected_keys),
+        ):
+            if keys:
+                logger.warning("%s: %d %s keys: %s", path, len(keys), kind, keys[:10])
+        logger.info("loaded model weights from %s", path)
+
+    def _load_mapped_weights(self, path, weights, mapping):
+        own = self.model.state_dict()
+        copied = {}
+        for own_prefix, ckpt_prefix in mapping.items():
+            for key, value in own.items():
+                if not key.startswith(own_prefix):
+                    continue
+                source = ckpt_prefix + key[len(own_prefix) :]
+                if source in weights and weights[source].shape == value.shape:
+                    copied[key] = weights[source]
+        if not copied:
+            raise CheckpointError(
+                f"checkpoint.pretrained_state_mapping {dict(mapping)} matched no weights of "
+                f"the model in {path}"
+            )
+        self.model.load_state_dict(copied, strict=False)
+        logger.info("loaded %d mapped pretrained tensors from %s", len(copied), path)
+
+    def _load_training_state(self, path, data):
+        """Optimizer, scaler, counters, scheduler, callback states and RNG states of a full
+        checkpoint, less what ``checkpoint.reset`` skips."""
+        reset = self.options.get("reset") or {}
         reset_all = bool(reset.get("all", False))
         if not (reset_all or reset.get("optimizer", False)) and data.get("optimizer"):
-            trainer.optimizer.load_state_dict(data["optimizer"])
+            self.optimizer.load_state_dict(data["optimizer"])
         if not (reset_all or reset.get("fp16_scaler", False)) and data.get("fp16_scaler"):
-            trainer.scaler.load_state_dict(data["fp16_scaler"])
+            self.scaler.load_state_dict(data["fp16_scaler"])
         if reset_all or reset.get("counts", False):
             return
-        if "trainer_state" in data:
-            trainer.state.load_state_dict(data["trainer_state"])
-        else:
-            for key in (
-                "num_updates",
-                "current_iteration",
-                "current_epoch",
-                "best_update",
-                "best_metric_value",
-            ):
-                if key in data:
-                    setattr(trainer.state, key, data[key])
+        self._load_counters(data)
         self._load_scheduler(data.get("lr_scheduler"))
         states = data.get("callbacks") or {}
-        for callback in trainer.callbacks:
+        for callback in self.callbacks:
             if callback.state_key in states:
                 callback.load_state_dict(states[callback.state_key])
-        rng = data.get("rng")
+        self._keep_rng(path, data.get("rng"))
+        logger.info(
+            "resumed from %s at update %d (epoch %d, batch %d)",
+            path,
+            self.state.num_updates,
+            self.state.current_epoch,
+            self.state.batches_in_epoch,
+        )
+
+    def _load_counters(self, data):
+        if "trainer_state" in data:
+            self.state.load_state_dict(data["trainer_state"])
+            return
+        # An MMF checkpoint: flat counters.
+        for key in _FLAT_COUNTERS:
+            if key in data:
+                setattr(self.state, key, data[key])
+
+    def _load_scheduler(self, state):
+        scheduler = self.scheduler
+        if scheduler is None:
+            return
+        if state:
+            scheduler.load_state_dict(state)
+            return
+        # An MMF checkpoint without scheduler state: jump the schedule to the update count.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scheduler.last_epoch = self.state.num_updates - 1
+            scheduler.step()
+
+    def _keep_rng(self, path, rng):
+        """Keep this rank's RNG state for ``restore_rng`` (applied when setup is done)."""
         if rng and len(rng) == get_world_size():
             self.pending_rng, self.pending_rng_source = rng[get_rank()], path
         elif rng:
@@ -367,44 +434,6 @@ class Checkpoint:
                 len(rng),
                 get_world_size(),
             )
-        logger.info(
-            "resumed from %s at update %d (epoch %d, batch %d)",
-            path,
-            trainer.state.num_updates,
-            trainer.state.current_epoch,
-            trainer.state.batches_in_epoch,
-        )
-
-    def _load_scheduler(self, state):
-        scheduler = self.trainer.scheduler
-        if scheduler is None:
-            return
-        if state:
-            scheduler.load_state_dict(state)
-            return
-        # An MMF checkpoint without scheduler state: jump the schedule to the update count.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            scheduler.last_epoch = self.trainer.state.num_updates - 1
-            scheduler.step()
-
-    def _load_mapped(self, path, model, model_state, mapping):
-        own = model.state_dict()
-        copied = {}
-        for own_prefix, ckpt_prefix in mapping.items():
-            for key, value in own.items():
-                if not key.startswith(own_prefix):
-                    continue
-                source = ckpt_prefix + key[len(own_prefix) :]
-                if source in model_state and model_state[source].shape == value.shape:
-                    copied[key] = model_state[source]
-        if not copied:
-            raise CheckpointError(
-                f"checkpoint.pretrained_state_mapping {dict(mapping)} matched no weights of "
-                f"the model in {path}"
-            )
-        model.load_state_dict(copied, strict=False)
-        logger.info("loaded %d mapped pretrained tensors from %s", len(copied), path)
 
     def restore_rng(self):
         """Apply the RNG state of a resumed checkpoint (call when setup is finished)."""
@@ -417,15 +446,12 @@ class Checkpoint:
                 ) from err
             self.pending_rng = None
 
-    def load_best_model(self):
+    def load_best_weights(self):
         """Load the weights of ``best.ckpt`` into the model, if it exists; True if loaded."""
         if not os.path.isfile(self.best_path):
             return False
-        state = strip_module_prefix(load_state_dict_file(self.best_path))
-        unwrap_model(self.trainer.model).load_state_dict(state)
+        self.model.load_state_dict(strip_module_prefix(load_state_dict_file(self.best_path)))
         logger.info(
-            "restored the best model (update %d) from %s",
-            self.trainer.state.best_update,
-            self.best_path,
+            "restored the best model (update %d) from %s", self.state.best_update, self.best_path
         )
         return True

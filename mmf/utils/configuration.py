@@ -14,6 +14,7 @@ layer defines raises ``ConfigError`` naming it. The result is fully resolved, so
 environment variables are frozen at launch, and in struct mode.
 """
 import ast
+import contextlib
 import importlib.util
 import logging
 import math
@@ -53,17 +54,7 @@ def register_resolvers():
     OmegaConf.register_resolver(
         "device_count", lambda: max(torch.cuda.device_count(), 1), replace=True
     )
-    OmegaConf.register_resolver(
-        "resolve_cache_dir",
-        lambda env_key="MMF_CACHE_DIR": os.environ.get(env_key, "~/.cache/mmf"),
-        replace=True,
-    )
     OmegaConf.register_resolver("package_file", package_file, replace=True)
-    OmegaConf.register_resolver(
-        "resolve_dir",
-        lambda env_key, default="data": os.environ.get(env_key, default),
-        replace=True,
-    )
 
 
 def package_file(package, relative_path):
@@ -200,18 +191,10 @@ def apply_override(config, key, value):
                 f"(new keys can come from yaml files, not from the command line)"
             )
         if last:
-            with open_dict(node) if isinstance(node, DictConfig) else _nullcontext():
+            with open_dict(node) if isinstance(node, DictConfig) else contextlib.nullcontext():
                 node[part] = value
         else:
             node = node[part]
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _split_key(key):
@@ -262,6 +245,53 @@ def _dataset_names(value):
     return [name.strip() for name in str(value).split(",") if name.strip()]
 
 
+def component_layers(model_name, dataset_names):
+    """The framework's config layers under a user's yaml, in merge order: ``defaults.yaml``,
+    the model's defaults (``config_path()`` of model ``model_name``, if given), then each
+    dataset's (its builder's ``config_path()``). Used for training and evaluation alike;
+    the registry must be populated (``setup_imports``)."""
+    layers = [load_yaml(get_mmf_root() / "configs" / "defaults.yaml")]
+    components = [("model", model_name)] if model_name else []
+    components += [("builder", name) for name in dataset_names]
+    for kind, name in components:
+        path = registry.get(kind, name).config_path()
+        if path is not None:
+            layers.append(load_yaml(get_mmf_root() / path))
+    return layers
+
+
+# Processor types of the original MMF that no dataset here reads (its text-side processors).
+FOREIGN_PROCESSOR_TYPES = frozenset(
+    (
+        "masked_bert_tokenizer", "masked_token", "masked_roberta_tokenizer", "roberta_tokenizer",
+        "multi_sentence_bert_tokenizer", "multi_sentence_roberta_tokenizer", "vocab",
+        "simple_word", "simple_sentence",
+    )
+)
+
+
+def drop_foreign_processors(config):
+    """The policy for processors nobody registered, in training and evaluation alike.
+
+    A processor of ``dataset_config.<name>.processors`` whose type is one of the original
+    MMF's ``FOREIGN_PROCESSOR_TYPES`` (the authors' configs may carry them; nothing here
+    reads their output) and is not registered is removed from ``config``, with a warning
+    naming it. Any other unregistered type stays and fails when the dataset builds its
+    processors (``ConfigError`` naming the key and the known names).
+    """
+    known = set(registry.list("processor"))
+    for dataset_name, node in (config.get("dataset_config") or {}).items():
+        processors = node.get("processors") if hasattr(node, "get") else None
+        for key in list(processors or {}):
+            kind = processors[key].get("type") if hasattr(processors[key], "get") else None
+            if kind in FOREIGN_PROCESSOR_TYPES and kind not in known:
+                logger.warning(
+                    "dataset_config.%s.processors.%s: type %r is an original MMF processor that "
+                    "nothing here reads; dropped", dataset_name, key, kind,
+                )
+                del processors[key]
+
+
 class Configuration:
     """Builds the run config from command-line options.
 
@@ -289,18 +319,13 @@ class Configuration:
         from mmf.utils.env import setup_imports
 
         setup_imports()
-        layers = [base]
-        if model:
-            layers.append(self._component_defaults("model", model))
-        for name in datasets:
-            layers.append(self._component_defaults("builder", name))
-        layers.append(user)
         config = OmegaConf.create({})
-        for layer in layers:
+        for layer in component_layers(model, datasets) + [user]:
             config = _merge(config, layer, "configuration")
 
         for key, value in overrides:
             apply_override(config, key, parse_value(value))
+        drop_foreign_processors(config)
         with open_dict(config):
             if model:
                 config.model = model
@@ -318,14 +343,7 @@ class Configuration:
         check_types(resolved, OmegaConf.to_container(base, resolve=False))
         self.config = OmegaConf.create(resolved)
         OmegaConf.set_struct(self.config, True)
-
-    @staticmethod
-    def _component_defaults(kind, name):
-        cls = registry.get(kind, name)
-        path = cls.config_path()
-        if path is None:
-            return OmegaConf.create({})
-        return load_yaml(get_mmf_root() / path)
+        warn_compat_keys(self.config)
 
     def get_config(self):
         return self.config
@@ -413,6 +431,73 @@ def _update_specific(config):
         OmegaConf.update(config, "optimizer.params.lr", learning_rate, force_add=True)
     if str(config.training.device).startswith("cuda") and not torch.cuda.is_available():
         config.training.device = "cpu"
+
+
+def compat_files():
+    """The ``compatibility.yaml`` files under ``mmf/configs``: each holds, at their real paths,
+    the keys of the defaults file beside it (which includes it) that are accepted for
+    compatibility and have no effect."""
+    return sorted(get_mmf_root().glob("configs/**/compatibility.yaml"))
+
+
+def warn_compat_keys(config):
+    """Log one warning naming each key of ``compat_files()`` whose value in ``config`` differs
+    from its default there; returns those keys. Interpolated defaults
+    (``${training.experiment_name}``, ``${oc.env:...}``) are resolved against ``config``; keys
+    of components that the run does not load are skipped. A mapping replaced by another
+    kind of value is named once."""
+    plain = OmegaConf.to_container(config, resolve=True)
+    context = OmegaConf.create(plain)
+    changed = []
+    for path in compat_files():
+        compat = OmegaConf.to_container(load_yaml(path))
+        for key, default in _leaves(compat):
+            name, value = _lookup(plain, key)
+            if value is _ABSENT or name in changed:
+                continue
+            if name == key and value == _resolve_in(context, default):
+                continue
+            logger.warning(
+                "config key %s has no effect (accepted for compatibility, %s)",
+                name,
+                path.relative_to(get_mmf_root()),
+            )
+            changed.append(name)
+    return changed
+
+
+_ABSENT = object()
+
+
+def _leaves(node, prefix=""):
+    """(dotted key, value) of the scalars, lists and empty mappings of a plain mapping."""
+    for name, child in node.items():
+        if isinstance(child, dict) and child:
+            yield from _leaves(child, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", child
+
+
+def _lookup(tree, key):
+    """(key, value) of dotted ``key`` in plain containers; ``value`` is ``_ABSENT`` when a
+    mapping lacks the key. A non-mapping on the way is returned with its own key."""
+    node, parts = tree, key.split(".")
+    for depth, part in enumerate(parts):
+        if not isinstance(node, dict):
+            return ".".join(parts[:depth]), node
+        if part not in node:
+            return key, _ABSENT
+        node = node[part]
+    return key, node
+
+
+def _resolve_in(context, default):
+    """``default``, with an interpolation in it resolved in ``context`` (a DictConfig)."""
+    if not (isinstance(default, str) and "${" in default):
+        return default
+    with open_dict(context):
+        context["_compat_default"] = default
+        return context["_compat_default"]
 
 
 def load_config(path, overrides=()):

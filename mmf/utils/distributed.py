@@ -27,7 +27,8 @@ class DistributedEnv:
 
 
 def env_from_environ(environ=None):
-    """Read ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (set by torchrun and torch.distributed.launch)."""
+    """Read ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (set by torchrun and
+    ``torch.distributed.launch``)."""
     environ = os.environ if environ is None else environ
     try:
         return DistributedEnv(
@@ -87,23 +88,9 @@ def is_main():
     return get_rank() == 0
 
 
-is_master = is_main
-
-
 def synchronize():
     if get_world_size() > 1:
         dist.barrier()
-
-
-def broadcast_tensor(tensor, src=0):
-    if get_world_size() > 1:
-        dist.broadcast(tensor, src)
-    return tensor
-
-
-def broadcast_scalar(value, src=0, device="cpu"):
-    tensor = torch.tensor(value, device=device)
-    return broadcast_tensor(tensor, src).item()
 
 
 def broadcast_object(obj, src=0):
@@ -112,18 +99,6 @@ def broadcast_object(obj, src=0):
     holder = [obj]
     dist.broadcast_object_list(holder, src=src)
     return holder[0]
-
-
-def reduce_dict(values):
-    """Average a dict of scalar tensors over ranks (every rank gets the mean)."""
-    world_size = get_world_size()
-    if world_size == 1 or not values:
-        return values
-    keys = sorted(values)
-    stacked = torch.stack([values[k].detach().float() for k in keys])
-    dist.all_reduce(stacked)
-    stacked /= world_size
-    return dict(zip(keys, stacked))
 
 
 def gather_tensor_along_batch(tensor):

@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class CrossConfig:
-    """``transformer_model`` config of RICE; unknown keys (use_text, return_dict, ...) are ignored."""
+    """``transformer_model`` config of RICE; unknown keys (use_text, return_dict, ...) are
+    ignored."""
 
     hidden_size: int = 768
     intermediate_size: int = 3072
@@ -76,7 +77,8 @@ def _mlp(width, hidden):
 
 
 def additive_key_mask(key_valid, dtype):
-    """key_valid [N,S] bool (True = attend) -> additive mask [N,1,1,S]: 0 or ``finfo(dtype).min``."""
+    """key_valid [N,S] bool (True = attend) -> additive mask [N,1,1,S]: 0 or
+    ``finfo(dtype).min``."""
     mask = torch.zeros(key_valid.shape, dtype=dtype, device=key_valid.device)
     mask = mask.masked_fill(~key_valid, torch.finfo(dtype).min)
     return mask[:, None, None, :]
@@ -264,17 +266,19 @@ class CrossModel(nn.Module):
 
         ``clip_visual_state``: OpenAI image-tower names (``transformer.resblocks.{i}...``).
         """
-        indices = sorted(
-            {int(k.split(".")[2]) for k in clip_visual_state if k.startswith("transformer.resblocks.")}
-        )
+        prefix = "transformer.resblocks."
+        indices = sorted({int(k.split(".")[2]) for k in clip_visual_state if k.startswith(prefix)})
         layers = self.transformer.layers
         if len(indices) < len(layers):
             raise ConfigError(
                 f"{source}: CLIP has {len(indices)} blocks, the cross model needs {len(layers)}"
             )
-        for layer, index in zip(layers, indices[-len(layers):]):
+        used = indices[-len(layers):]
+        for layer, index in zip(layers, used, strict=True):
             prefix = f"transformer.resblocks.{index}."
-            block = {k[len(prefix):]: v for k, v in clip_visual_state.items() if k.startswith(prefix)}
+            block = {
+                k[len(prefix):]: v for k, v in clip_visual_state.items() if k.startswith(prefix)
+            }
             try:
                 layer.load_state_dict(block, strict=True)
             except RuntimeError as err:
@@ -290,4 +294,4 @@ class CrossModel(nn.Module):
             )
         with torch.no_grad():
             self.embeddings.position_embedding.weight.copy_(position)
-        logger.info("cross model initialised from CLIP blocks %s of %s", indices[-len(layers):], source)
+        logger.info("cross model initialised from CLIP blocks %s of %s", used, source)

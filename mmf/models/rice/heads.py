@@ -38,7 +38,8 @@ class TaskBaseModel(nn.Module):
         self.contrastive_loss = ContrastiveLoss()
 
     def vic_loss(self, image_emb, video_emb, scale, exclude=None):
-        """ICL: symmetric contrastive loss of (scale * video, scale * image) over the global batch."""
+        """ICL: symmetric contrastive loss of (scale * video, scale * image) over the global
+        batch."""
         return self.contrastive_loss(scale * video_emb, scale * image_emb, exclude)
 
 

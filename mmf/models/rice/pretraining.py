@@ -1,4 +1,4 @@
-"""``RICEForPretraining``: ICL (``vic``) + PMD (``vim``) + PFR (``rec``).
+"""``RICEForPretraining``: ICL (``vic``) + PMD (``vim``, one or both directions) + PFR (``rec``).
 
 Notation: B local batch, W world size, G = W*B global batch, F frames, T tokens per frame,
 D token width, E embedding width, H*L cross-attention maps, K hard negatives.
@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmf.common.errors import ConfigError
 from mmf.models.rice.cross_model import CrossConfig, CrossModel
 from mmf.models.rice.heads import TaskBaseModel, embed_image, embed_video
 from mmf.models.rice.mining import mine_hard_negatives
@@ -24,6 +25,22 @@ logger = logging.getLogger(__name__)
 
 # PMD score = PMD_SCALE * cos(pooled, heads.vim.weight), fixed in the original.
 PMD_SCALE = 10.0
+# PMD directions (``pmd_directions``) and the name of each one's loss (``<name>_loss``) and
+# metrics: ``image`` (the original: an image picks its clip) keeps the original's names.
+PMD_NAMES = {"image": "vim", "video": "vim_video"}
+
+
+def read_pmd_directions(config):
+    """``model_config.rice.pmd_directions`` -> tuple of distinct directions (default ``image``)."""
+    value = config.get("pmd_directions")
+    directions = ["image"] if value is None else value
+    distinct = not isinstance(directions, str) and len(set(directions)) == len(directions)
+    if not directions or not distinct or any(d not in PMD_NAMES for d in directions):
+        raise ConfigError(
+            f"model_config.rice.pmd_directions: expected a list of distinct directions among "
+            f"{list(PMD_NAMES)}, got {value!r}"
+        )
+    return tuple(directions)
 
 
 def _rec_head(channels):
@@ -53,7 +70,9 @@ class RICEForPretraining(TaskBaseModel):
         hidden = int(cross.get("hidden_size", 768))
         ratio = int(cross.get("intermediate_size", 3072)) / hidden
         if hidden != token_dim:
-            logger.info("cross model width follows the encoder tokens: %d (not %d)", token_dim, hidden)
+            logger.info(
+                "cross model width follows the encoder tokens: %d (not %d)", token_dim, hidden
+            )
         self.cross_config = CrossConfig.from_dict(
             cross, hidden_size=int(token_dim), intermediate_size=round(ratio * token_dim)
         )
@@ -66,6 +85,7 @@ class RICEForPretraining(TaskBaseModel):
             self.heads["rec"] = _rec_head(layers * self.cross_config.num_attention_heads)
         self.num_negatives = int(config.get("num_negatives", 3))
         self.pmd_chunk_size = int(config.get("pmd_chunk_size", 2))
+        self.pmd_directions = read_pmd_directions(config)
         self.pfr_mask_padding = bool(config.get("pfr_mask_padding", False))
         self.hard_negative_loss = HardNegativeCrossEntropyLoss()
         self.mse_loss = MSELoss()
@@ -90,6 +110,9 @@ class RICEForPretraining(TaskBaseModel):
 
         image_global [B,E], image_tokens [B,T,D], video_global [B,F,E], video_tokens [B,F,T,D],
         video_mask [B,F], exclude [B,G] bool or None (same-product columns).
+
+        With PMD and PFR both on, the cross model runs once over the B positive pairs: PMD takes
+        its scores and PFR its cross-attention maps.
         """
         tasks = self.tasks if tasks is None else tasks
         image_emb = embed_image(image_global)
@@ -97,12 +120,22 @@ class RICEForPretraining(TaskBaseModel):
         losses, metrics = {}, {}
         if "vic" in tasks:
             losses["vic_loss"] = self.vic_loss(image_emb, video_emb, self.logit_scale, exclude)
+        maps = None
         if "vim" in tasks:
-            losses["vim_loss"], metrics = self.pmd_loss(
-                image_emb, video_emb, image_tokens, video_tokens, video_mask, exclude
+            key_value, key_valid = _keys(video_tokens, video_mask)
+            _, pooled, maps = self.transformer(
+                image_tokens, key_value, key_valid, return_attention="rec" in tasks
             )
+            positive_scores = self.pmd_score(pooled)
+            for direction in self.pmd_directions:
+                name = PMD_NAMES[direction]
+                losses[f"{name}_loss"], direction_metrics = self.pmd_loss(
+                    image_emb, video_emb, image_tokens, video_tokens, video_mask, exclude,
+                    direction=direction, positive_scores=positive_scores,
+                )
+                metrics.update(direction_metrics)
         if "rec" in tasks:
-            losses["rec_loss"] = self.pfr_loss(image_tokens, video_tokens, video_mask)
+            losses["rec_loss"] = self.pfr_loss(image_tokens, video_tokens, video_mask, maps)
         return losses, metrics
 
     def pmd_score(self, pooled):
@@ -111,79 +144,142 @@ class RICEForPretraining(TaskBaseModel):
         return PMD_SCALE * (F.normalize(pooled, dim=-1) @ weight.t()).squeeze(-1)
 
     def pair_score(self, image_tokens, video_tokens, video_mask):
-        """PMD score of each (image, video) pair: [N,T,D], [N,F,T,D], [N,F] -> [N]."""
-        key_valid = video_mask.bool().repeat_interleave(video_tokens.size(2), dim=1)
-        _, pooled, _ = self.transformer(image_tokens, video_tokens.flatten(1, 2), key_valid)
+        """PMD score of each (image, video) pair: [N,T,D], [N,F,T,D], [N,F] -> [N].
+
+        The image tokens are the queries and the video tokens the keys/values, in training
+        (both PMD directions) as at re-ranking.
+        """
+        _, pooled, _ = self.transformer(image_tokens, *_keys(video_tokens, video_mask))
         return self.pmd_score(pooled)
 
     def cross_attention(self, image_tokens, video_tokens, video_mask):
-        """Attention probabilities of the last cross block: [N,T,D], [N,F,T,D], [N,F] -> [N,H,T,F*T]."""
-        key_valid = video_mask.bool().repeat_interleave(video_tokens.size(2), dim=1)
-        _, _, maps = self.transformer(
-            image_tokens, video_tokens.flatten(1, 2), key_valid, return_attention=True
-        )
+        """Attention probabilities of the last cross block:
+        [N,T,D], [N,F,T,D], [N,F] -> [N,H,T,F*T]."""
+        key_value, key_valid = _keys(video_tokens, video_mask)
+        _, _, maps = self.transformer(image_tokens, key_value, key_valid, return_attention=True)
         # The blocks return probabilities times sqrt(head_dim) (the PFR input); undo the scale.
         return maps[-1] / maps[-1].sum(dim=-1, keepdim=True)
 
     @torch.no_grad()
     def mine_negatives(self, image_emb, video_emb, exclude=None):
-        """Hard negatives of each local image among the global batch's clips (ICL similarity).
+        """Hard-negative clips of each local image among the global batch's clips (ICL similarity).
 
         image_emb [B,E], video_emb [B,E] (local, unit-norm), exclude [B,G] bool or None.
         Returns ``(positive [B], negatives [B,K], negative_valid [B,K], dual_accuracy [])``;
         columns index the all-gathered batch (rank-major).
         """
-        similarity = image_emb.detach() @ gather_tensor_along_batch(video_emb.detach()).t()
-        batch = image_emb.size(0)
+        return self._mine(image_emb, video_emb, exclude)
+
+    @torch.no_grad()
+    def mine_negative_images(self, video_emb, image_emb, exclude=None):
+        """Hard-negative shop images of each local clip among the global batch's images; same
+        arguments and returns as ``mine_negatives`` with the roles of the views swapped (``exclude``
+        is the same [B,G] same-product mask: row i is the product of clip i and image i)."""
+        return self._mine(video_emb, image_emb, exclude)
+
+    def _mine(self, query_emb, candidate_emb, exclude):
+        similarity = query_emb.detach() @ gather_tensor_along_batch(candidate_emb.detach()).t()
+        batch = query_emb.size(0)
         positive = torch.arange(batch, device=similarity.device) + get_rank() * batch
-        negatives, negative_valid = mine_hard_negatives(similarity, positive, self.num_negatives, exclude)
+        negatives, negative_valid = mine_hard_negatives(
+            similarity, positive, self.num_negatives, exclude
+        )
         dual_accuracy = (similarity.argmax(dim=1) == positive).float().mean()
         return positive, negatives, negative_valid, dual_accuracy
 
-    def pmd_loss(self, image_emb, video_emb, image_tokens, video_tokens, video_mask, exclude=None):
-        """PMD: each local image against its clip and K clips mined from the global batch;
-        the clips' tokens are all-gathered with gradient, the cross model runs in chunks of
-        ``pmd_chunk_size`` images.
+    def pmd_loss(
+        self,
+        image_emb,
+        video_emb,
+        image_tokens,
+        video_tokens,
+        video_mask,
+        exclude=None,
+        direction="image",
+        positive_scores=None,
+    ):
+        """PMD in one direction: cross-entropy of each local pair's score against K hard negatives.
 
-        Returns ``(loss, {"vim/dual_accuracy", "vim/cross_accuracy"})`` (accuracies detached).
+        ``image``: each local image against its clip and K clips mined from the global batch
+        (clip tokens all-gathered with gradient). ``video``: each local clip against its image
+        and K images mined from the global batch (image tokens all-gathered with gradient).
+        Either way the image tokens are the cross model's queries (as in ``pair_score``); the
+        negatives run ``pmd_chunk_size`` rows per cross-model pass. ``positive_scores`` [B]: the
+        pairs' scores if already computed (``training_losses`` shares them between directions).
+
+        Returns ``(loss, {"<name>/dual_accuracy", "<name>/cross_accuracy"})`` (accuracies
+        detached), ``<name>`` = ``vim`` (image direction) or ``vim_video``.
         """
-        batch, _, num_tokens, _ = video_tokens.shape
-        positive, negatives, negative_valid, dual_accuracy = self.mine_negatives(
-            image_emb, video_emb, exclude
-        )
-        all_tokens = gather_tensor_along_batch_with_backward(video_tokens.flatten(1, 2))
-        all_valid = gather_tensor_along_batch(video_mask).bool().repeat_interleave(num_tokens, dim=1)
-        candidates = torch.cat([positive[:, None], negatives], dim=1)  # [B, 1+K]
-        scores = []
-        chunks = zip(image_tokens.split(self.pmd_chunk_size), candidates.split(self.pmd_chunk_size))
-        for queries, columns in chunks:
-            flat = columns.flatten()
-            queries = queries.repeat_interleave(columns.size(1), dim=0)
-            _, pooled, _ = self.transformer(queries, all_tokens[flat], all_valid[flat])
-            scores.append(self.pmd_score(pooled).view_as(columns))
-        scores = torch.cat(scores)
-        valid = torch.cat([negative_valid.new_ones(batch, 1), negative_valid], dim=1)
-        scores = scores.masked_fill(~valid, float("-inf"))
+        key_value, key_valid = _keys(video_tokens, video_mask)
+        if positive_scores is None:
+            _, pooled, _ = self.transformer(image_tokens, key_value, key_valid)
+            positive_scores = self.pmd_score(pooled)
+        rows = torch.arange(image_tokens.size(0), device=image_tokens.device)
+        if direction == "image":
+            _, negatives, valid, dual_accuracy = self.mine_negatives(image_emb, video_emb, exclude)
+            all_key_value, all_key_valid = _keys(
+                gather_tensor_along_batch_with_backward(video_tokens),
+                gather_tensor_along_batch(video_mask),
+            )
+            rows = rows[:, None].expand_as(negatives)
+            negative_scores = self._pair_scores(
+                image_tokens, all_key_value, all_key_valid, rows, negatives
+            )
+        else:
+            _, negatives, valid, dual_accuracy = self.mine_negative_images(
+                video_emb, image_emb, exclude
+            )
+            all_image_tokens = gather_tensor_along_batch_with_backward(image_tokens)
+            rows = rows[:, None].expand_as(negatives)
+            negative_scores = self._pair_scores(
+                all_image_tokens, key_value, key_valid, negatives, rows
+            )
+        negative_scores = negative_scores.masked_fill(~valid, float("-inf"))
+        scores = torch.cat([positive_scores[:, None], negative_scores], dim=1)
+        name = PMD_NAMES[direction]
         metrics = {
-            "vim/dual_accuracy": dual_accuracy,
-            "vim/cross_accuracy": (scores.detach().argmax(dim=1) == 0).float().mean(),
+            f"{name}/dual_accuracy": dual_accuracy,
+            f"{name}/cross_accuracy": (scores.detach().argmax(dim=1) == 0).float().mean(),
         }
         return self.hard_negative_loss(scores), metrics
 
-    def pfr_loss(self, image_tokens, video_tokens, video_mask):
+    def _pair_scores(self, image_tokens, key_value, key_valid, image_index, video_index):
+        """Scores of the pairs (image_index[r,c], video_index[r,c]), ``pmd_chunk_size`` rows
+        per cross-model pass: image_tokens [N,T,D], key_value [M,S,D], key_valid [M,S],
+        indices [R,C] long -> [R,C]."""
+        if image_index.numel() == 0:
+            return key_value.new_zeros(image_index.shape)
+        scores = []
+        chunk = self.pmd_chunk_size
+        for images, videos in zip(image_index.split(chunk), video_index.split(chunk), strict=True):
+            images, videos = images.flatten(), videos.flatten()
+            _, pooled, _ = self.transformer(
+                image_tokens[images], key_value[videos], key_valid[videos]
+            )
+            scores.append(self.pmd_score(pooled))
+        return torch.cat(scores).view_as(image_index)
+
+    def pfr_loss(self, image_tokens, video_tokens, video_mask, maps=None):
         """PFR: rebuild the (detached) image tokens from the (detached, padding-zeroed) video
         tokens with cross-attention maps refined by the ``rec`` head; MSE.
 
-        Only the maps enter the loss, so the cross model stops at the last cross block's maps
-        (the original also runs its values, output, MLP and pooler, which get no gradient).
+        ``maps``: the cross model's maps of these pairs if already computed (by PMD's forward
+        of the positive pairs), a list of [B,H,T,F*T]. Otherwise only the maps are computed:
+        the cross model stops at the last cross block's maps (the original also runs its
+        values, output, MLP and pooler, which get no gradient from this loss).
         """
-        num_tokens = video_tokens.size(2)
-        key_value = video_tokens.flatten(1, 2)
-        key_valid = video_mask.bool().repeat_interleave(num_tokens, dim=1)  # [B, F*T]
-        maps = self.transformer.cross_attention_maps(image_tokens, key_value, key_valid)
+        key_value, key_valid = _keys(video_tokens, video_mask)
+        if maps is None:
+            maps = self.transformer.cross_attention_maps(image_tokens, key_value, key_valid)
         logits = self.heads["rec"](torch.cat(maps, dim=1)).squeeze(1)  # [B, T, F*T]
         if self.pfr_mask_padding:
             logits = logits.masked_fill(~key_valid[:, None, :], float("-inf"))
         attention = logits.softmax(dim=-1)
         values = (key_value * key_valid.unsqueeze(-1)).detach()
         return self.mse_loss(attention @ values, image_tokens.detach())
+
+
+def _keys(video_tokens, video_mask):
+    """Cross-model keys of clips: [N,F,T,D], [N,F] -> (tokens [N,F*T,D], valid [N,F*T] bool)."""
+    key_valid = video_mask.bool().repeat_interleave(video_tokens.size(2), dim=1)
+    return video_tokens.flatten(1, 2), key_valid

@@ -8,8 +8,9 @@ load strictly.
 Batch fields: ``image`` [B,3,H,W], ``video`` [B,F,3,H,W], ``video_temporal_mask`` [B,F]
 (1 = real frame), ``image_id`` (needed only with ``exclude_same_product``).
 
-- train mode: ``{"losses": {"vic_loss", "vim_loss", "rec_loss"} (the configured ones),
-  "train_metrics": {"vim/dual_accuracy", "vim/cross_accuracy"} (detached, with vim)}``.
+- train mode: ``{"losses": {"vic_loss", "vim_loss", "rec_loss"} (the configured ones;
+  ``vim_video_loss`` too with ``pmd_directions: [image, video]``), "train_metrics":
+  {"vim/dual_accuracy", "vim/cross_accuracy"} (detached, with vim; ``vim_video/...`` too)}``.
 - eval mode: ``{"scores": clip embedding [B,E], "targets": image embedding [B,E]}``, unit-norm,
   each only when its view is in the batch.
 """
@@ -26,6 +27,7 @@ from mmf.models.rice.mining import same_product_mask
 from mmf.models.rice.param_groups import grouped_parameters
 from mmf.models.rice.pretraining import RICEForPretraining
 from mmf.utils.build import build_image_encoder
+from mmf.utils.checkpoint import strip_module_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +72,8 @@ class RICE(BaseModel):
         ratios = np.asarray(list(ratios), dtype=np.float64)
         if len(ratios) != len(self.tasks) or (ratios < 0).any() or ratios.sum() <= 0:
             raise ConfigError(
-                f"model_config.rice.tasks_sample_ratio {ratios.tolist()} must hold one non-negative "
-                f"weight per task of {list(self.tasks)}"
+                f"model_config.rice.tasks_sample_ratio {ratios.tolist()} must hold one "
+                f"non-negative weight per task of {list(self.tasks)}"
             )
         return ratios / ratios.sum()
 
@@ -112,15 +114,21 @@ class RICE(BaseModel):
         return embed_video(frame_global, video_mask), tokens
 
     def pair_score(self, image_tokens, video_tokens, video_mask):
-        """PMD training score ``10 * cos(pooled, w_vim)`` per pair: [N,T,D], [N,F,T,D], [N,F] -> [N]."""
+        """PMD training score ``10 * cos(pooled, w_vim)`` per pair (image tokens query the
+        video tokens): [N,T,D], [N,F,T,D], [N,F] -> [N]."""
         if not self.has_pair_score:
-            raise ConfigError("pair_score needs training_head_type 'pretraining' with the 'vim' task")
+            raise ConfigError(
+                "pair_score needs training_head_type 'pretraining' with the 'vim' task"
+            )
         return self.transformer.pair_score(image_tokens, video_tokens, video_mask)
 
     def cross_attention(self, image_tokens, video_tokens, video_mask):
-        """PMD cross-attention of each pair, for pictures: [N,T,D], [N,F,T,D], [N,F] -> [N,H,T,F*T]."""
+        """PMD cross-attention of each pair, for pictures:
+        [N,T,D], [N,F,T,D], [N,F] -> [N,H,T,F*T]."""
         if not self.has_pair_score:
-            raise ConfigError("cross_attention needs training_head_type 'pretraining' with the 'vim' task")
+            raise ConfigError(
+                "cross_attention needs training_head_type 'pretraining' with the 'vim' task"
+            )
         return self.transformer.cross_attention(image_tokens, video_tokens, video_mask)
 
     def _encode_frames(self, video):
@@ -168,8 +176,9 @@ class RICE(BaseModel):
         losses, metrics = self.transformer.training_losses(
             image_global, image_tokens, video_global, video_tokens, video_mask, exclude, **kwargs
         )
+        # A loss weighs its task's weight: vim_loss and vim_video_loss both weigh loss_weights.vim.
         losses = {
-            name: loss * self.loss_weights.get(name[: -len("_loss")], 1.0)
+            name: loss * self.loss_weights.get(name.split("_")[0], 1.0)
             for name, loss in losses.items()
         }
         return {"losses": losses, "train_metrics": metrics}
@@ -185,7 +194,9 @@ class RICE(BaseModel):
         weight_decay = float(optimizer_params.get("weight_decay", 0.0))
         multiplier = float(self.config.get("lr_multiplier", 1.0))
         filters = _HEAD_LR_FILTERS + (("heads",) if self.head_type == "pretraining" else ())
-        named = [(f"image_encoder.{n}", p, base_lr) for n, p in self.image_encoder.named_parameters()]
+        named = [
+            (f"image_encoder.{n}", p, base_lr) for n, p in self.image_encoder.named_parameters()
+        ]
         for name, param in self.transformer.named_parameters():
             lr = base_lr * multiplier if any(f in name for f in filters) else base_lr
             named.append((f"transformer.{name}", param, lr))
@@ -193,11 +204,11 @@ class RICE(BaseModel):
 
     def format_state_key(self, key):
         """Key of a DDP-saved checkpoint (``module.x``) -> this model's key (``x``)."""
-        return key[len("module."):] if key.startswith("module.") else key
+        return next(iter(strip_module_prefix({key: None})))
 
 
 def _strip_module_prefix_hook(module, state_dict, prefix, *args):
     """Let ``load_state_dict`` accept state dicts saved from DDP (keys ``module.*``)."""
-    inner = prefix + "module."
-    for key in [k for k in state_dict if k.startswith(inner)]:
-        state_dict[prefix + key[len(inner):]] = state_dict.pop(key)
+    stripped = strip_module_prefix(state_dict, prefix)
+    state_dict.clear()
+    state_dict.update(stripped)

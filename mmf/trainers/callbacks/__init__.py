@@ -1,2 +1,8 @@
 """Registered trainer callbacks."""
-from mmf.trainers.callbacks import checkpoint, early_stopping, logistics, lr_scheduler  # noqa: F401
+from mmf.trainers.callbacks import (  # noqa: F401
+    best_checkpoint,
+    checkpoint,
+    early_stopping,
+    logistics,
+    lr_scheduler,
+)

@@ -3,9 +3,12 @@
 Every hook is a no-op here; subclasses override what they need. A callback that keeps
 state across a restart returns it from ``state_dict()`` (tensors and plain containers
 only) and gets it back through ``load_state_dict()``; the checkpoint stores it under
-``state_key``. User callbacks are registered with ``@registry.register_callback(name)``
-and listed in ``training.callbacks: [{type: name, params: {...}}]``; they are built as
-``cls(params, trainer)``.
+``state_key`` (a ``state_key`` of None: nothing is stored). User callbacks are registered
+with ``@registry.register_callback(name)`` and listed in
+``training.callbacks: [{type: name, params: {...}}]``; they are built as
+``cls(params, trainer)`` and this base keeps both as ``self.config`` and ``self.trainer``.
+The built-in callbacks take their collaborators (state, optimizer, checkpointer, ...) as
+constructor arguments instead.
 
 Hook order in a training run::
 
@@ -15,7 +18,7 @@ Hook order in a training run::
 
 
 class Callback:
-    def __init__(self, config, trainer):
+    def __init__(self, config=None, trainer=None):
         self.config = config
         self.trainer = trainer
 
@@ -30,8 +33,9 @@ class Callback:
         """Right before the first training batch."""
 
     def on_update_end(self, report):
-        """After each optimizer update; ``report`` = ``{"losses": {name: t}, "total_loss": t}``
-        (this rank's loss values averaged over the accumulated micro-batches)."""
+        """After each optimizer update; ``report`` = ``{"losses": {name: t}, "total_loss": t,
+        "metrics": {name: t}}`` (this rank's loss values and the model's ``train_metrics``,
+        averaged over the accumulated micro-batches; 0-dim tensors)."""
 
     def on_validation_end(self, metrics):
         """After a validation pass during training; ``metrics`` = ``{"val/...": float}``."""

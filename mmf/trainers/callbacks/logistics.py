@@ -1,7 +1,6 @@
 """Progress reporting: log lines, a rank-0 tqdm bar and TensorBoard scalars."""
 import datetime
 import logging
-import os
 import time
 
 import torch
@@ -15,23 +14,29 @@ logger = logging.getLogger(__name__)
 
 @registry.register_callback("logistics")
 class LogisticsCallback(Callback):
-    """Every ``training.log_interval`` updates: losses (averaged over ranks), lr, updates
-    per second, ETA (and peak GPU memory) to the log and, with ``training.tensorboard``, to
-    ``save_dir/logs/tensorboard`` (or ``env.tensorboard_logdir``). ``training.progress_bar``
-    shows a tqdm bar on rank 0 (updates, ETA, it/s, loss, lr).
+    """Every ``log_interval`` updates (``training.log_interval``): losses and the model's
+    ``train_metrics`` (each averaged over updates and ranks), lr, updates per second, ETA
+    (and peak GPU memory) to the log and, with a ``tensorboard_dir`` (the trainer's:
+    ``env.tensorboard_logdir`` or ``save_dir/logs/tensorboard`` when
+    ``training.tensorboard``), as ``train/<name>`` scalars. ``progress_bar``
+    (``training.progress_bar``) shows a tqdm bar on rank 0 (updates, ETA, it/s, loss, lr).
 
     State: the training time of earlier sessions of a resumed run.
     """
 
-    def __init__(self, config, trainer):
-        super().__init__(config, trainer)
-        training = config.training
-        self.log_interval = max(1, int(training.log_interval))
-        self.use_progress_bar = bool(training.get("progress_bar", False)) and is_main()
-        self.use_tensorboard = bool(training.get("tensorboard", False)) and is_main()
-        self.tensorboard_dir = config.env.get("tensorboard_logdir") or os.path.join(
-            trainer.save_dir, "logs", "tensorboard"
-        )
+    def __init__(
+        self, state, optimizer, max_updates, device, log_interval, tensorboard_dir=None,
+        progress_bar=False,
+    ):
+        """``tensorboard_dir``: where to write TensorBoard scalars (rank 0), None for none."""
+        super().__init__()
+        self.state = state
+        self.optimizer = optimizer
+        self.max_updates = max_updates
+        self.device = device
+        self.log_interval = max(1, int(log_interval))
+        self.use_progress_bar = bool(progress_bar) and is_main()
+        self.tensorboard_dir = tensorboard_dir if is_main() else None
         self.pending = []
         self.writer = None
         self.progress_bar = None
@@ -42,14 +47,14 @@ class LogisticsCallback(Callback):
 
     # ------------------------------------------------------------------ hooks
     def on_train_start(self):
-        state = self.trainer.state
+        state = self.state
         self.session_start = self.interval_start = time.perf_counter()
         self.interval_start_update = state.num_updates
         if self.use_progress_bar:
             from tqdm import tqdm
 
             self.progress_bar = tqdm(
-                total=self.trainer.max_updates,
+                total=self.max_updates,
                 initial=state.num_updates,
                 desc="train",
                 unit="update",
@@ -58,17 +63,19 @@ class LogisticsCallback(Callback):
         logger.info(
             "training from update %d to %d (epoch %d)",
             state.num_updates,
-            self.trainer.max_updates,
+            self.max_updates,
             state.current_epoch,
         )
 
     def on_update_end(self, report):
         # Keep tensors until the log step: no device sync on the other updates.
-        self.pending.append({"total_loss": report["total_loss"], **report["losses"]})
+        self.pending.append(
+            {"total_loss": report["total_loss"], **report["losses"], **report.get("metrics", {})}
+        )
         if self.progress_bar is not None:
             self.progress_bar.update(1)
-        num_updates = self.trainer.state.num_updates
-        if num_updates % self.log_interval == 0 or num_updates >= self.trainer.max_updates:
+        num_updates = self.state.num_updates
+        if num_updates % self.log_interval == 0 or num_updates >= self.max_updates:
             self._log_training(num_updates)
 
     def _log_training(self, num_updates):
@@ -91,22 +98,22 @@ class LogisticsCallback(Callback):
         done = num_updates - self.interval_start_update
         ups = done / max(now - self.interval_start, 1e-9)
         self.interval_start, self.interval_start_update = now, num_updates
-        lr = self.trainer.optimizer.param_groups[0]["lr"]
+        lr = self.optimizer.param_groups[0]["lr"]
         if not is_main():
             return
-        remaining = max(self.trainer.max_updates - num_updates, 0)
+        remaining = max(self.max_updates - num_updates, 0)
         eta = datetime.timedelta(seconds=int(remaining / ups)) if ups > 0 else "?"
         values = {**means, "train/lr": lr, "train/ups": ups}
-        if torch.cuda.is_available() and self.trainer.device.type == "cuda":
+        if torch.cuda.is_available() and self.device.type == "cuda":
             values["train/max_mem_mb"] = (
-                torch.cuda.max_memory_allocated(self.trainer.device) / 2**20
+                torch.cuda.max_memory_allocated(self.device) / 2**20
             )
         text = ", ".join(f"{key[6:]}: {_fmt(value)}" for key, value in values.items())
         logger.info(
             "progress: %d/%d, epoch: %d, %s, eta: %s",
             num_updates,
-            self.trainer.max_updates,
-            self.trainer.state.current_epoch,
+            self.max_updates,
+            self.state.current_epoch,
             text,
             eta,
         )
@@ -123,7 +130,7 @@ class LogisticsCallback(Callback):
     def _log_metrics(self, what, metrics):
         if not is_main():
             return
-        num_updates = self.trainer.state.num_updates
+        num_updates = self.state.num_updates
         text = ", ".join(f"{key}: {_fmt(value)}" for key, value in metrics.items()) or "no metrics"
         logger.info("%s at update %d: %s", what, num_updates, text)
         self._write_scalars(metrics, num_updates)
@@ -145,7 +152,7 @@ class LogisticsCallback(Callback):
             self.session_start = None
         logger.info(
             "training finished at update %d; training time %s",
-            self.trainer.state.num_updates,
+            self.state.num_updates,
             datetime.timedelta(seconds=int(self.previous_train_seconds)),
         )
         if self.writer is not None:
@@ -160,7 +167,7 @@ class LogisticsCallback(Callback):
             self.writer = None
 
     def _write_scalars(self, values, step):
-        if not self.use_tensorboard:
+        if self.tensorboard_dir is None:
             return
         if self.writer is None:
             from torch.utils.tensorboard import SummaryWriter

@@ -5,8 +5,13 @@ from mmf.trainers.callbacks.base import Callback
 
 @registry.register_callback("lr_scheduler")
 class LRSchedulerCallback(Callback):
-    """Runs before the checkpoint callback so that a saved scheduler is already stepped."""
+    """Steps ``scheduler`` (None: nothing to do). The trainer puts it before the checkpoint
+    callback so that a saved scheduler is already stepped."""
+
+    def __init__(self, scheduler):
+        super().__init__()
+        self.scheduler = scheduler
 
     def on_update_end(self, report):
-        if self.trainer.scheduler is not None:
-            self.trainer.scheduler.step()
+        if self.scheduler is not None:
+            self.scheduler.step()

@@ -16,7 +16,9 @@ from mmf.datasets.builders.videotoshop.builder import VideoToShopBuilder
 
 @registry.register_builder("movingfashion")
 class MovingFashionBuilder(VideoToShopBuilder):
-    def __init__(self, dataset_name="movingfashion", dataset_class=MovingFashionDataset, *args, **kwargs):
+    def __init__(
+        self, dataset_name="movingfashion", dataset_class=MovingFashionDataset, *args, **kwargs
+    ):
         super().__init__(dataset_name, dataset_class)
 
     @classmethod

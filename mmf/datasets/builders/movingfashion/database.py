@@ -15,7 +15,8 @@ import logging
 
 from mmf.common.errors import DataError
 from mmf.datasets.builders.videotoshop import database
-from mmf.datasets.builders.videotoshop.database import LineIndex, PairRecord, normalize_id
+from mmf.datasets.builders.videotoshop.database import LineIndex, PairRecord
+from mmf.datasets.ids import normalize_id
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,8 @@ def read_gallery(path):
 
 
 def read_video_to_gt(path):
-    """``video_to_gt.json`` -> (``{video_id: [image_id, ...]}``, ``{video_id: "regular"|"hard"}``)."""
+    """``video_to_gt.json`` -> (``{video_id: [image_id, ...]}``,
+    ``{video_id: "regular"|"hard"}``)."""
     data = database.read_json(path)
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected an object {{video_id: {{\"gt\": image_id}}}}")
@@ -79,7 +81,8 @@ def read_video_to_gt(path):
             if "gt" not in entry:
                 raise DataError(f"{where}: no 'gt' key")
             gt = entry["gt"]
-            label = next(filter(None, (_difficulty(entry.get(key)) for key in _DIFFICULTY_KEYS)), None)
+            labels = (_difficulty(entry.get(key)) for key in _DIFFICULTY_KEYS)
+            label = next(filter(None, labels), None)
         else:
             gt, label = entry, None
         if isinstance(gt, str):
@@ -94,7 +97,8 @@ def read_video_to_gt(path):
 
 
 def _difficulty(value):
-    """"regular" / "hard" from a label or a list of identical labels (one per product), else None."""
+    """"regular" / "hard" from a label or a list of identical labels (one per product),
+    else None."""
     if isinstance(value, list) and len(set(map(str, value))) == 1:
         value = value[0]
     return value if isinstance(value, str) and value in DIFFICULTIES else None

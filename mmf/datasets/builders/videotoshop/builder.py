@@ -14,7 +14,7 @@ Helper API (``config`` is the dataset's config node, ``dataset_config.videotosho
                                       #   else from the live_id/ prefix of the gallery lines
     builder.query_categories(config)  # {video_id: category} for the clips that have one
 
-Ids are file stems everywhere (``database.normalize_id``), so they compare as plain strings.
+Ids are file stems everywhere (``mmf.datasets.ids.normalize_id``), so they compare as plain strings.
 """
 import collections
 import os

@@ -20,8 +20,8 @@ Errors name file and line.
 
 Test files: ``query_tenframes.json`` (``{video_id: {"frames": [...], "gt": [...],
 "category": ...}}``), ``gallery_main.txt`` (``live_id/<image file>`` per line), and id maps
-``{id: [id, ...]}`` / ``id<TAB>text`` files. Ids are file stems: an image extension on an id
-is dropped everywhere (``normalize_id``), so ``<uuid>.jpg`` and ``<uuid>`` match.
+``{id: [id, ...]}`` / ``id<TAB>text`` files. Ids are file stems (``mmf.datasets.ids``), so
+``<uuid>.jpg`` and ``<uuid>`` match.
 """
 import array
 import ast
@@ -30,34 +30,16 @@ import glob
 import json
 import logging
 import os
-import re
 
 import numpy as np
 
 from mmf.common.errors import ConfigError, DataError
-from mmf.datasets.builders.videotoshop.images import IMAGE_EXTENSIONS
+from mmf.datasets.ids import live_id_of, normalize_id
 
 logger = logging.getLogger(__name__)
 
 LPR4M = "LPR4M"
 LPR750K = "LPR750K"
-_ID_EXTENSIONS = IMAGE_EXTENSIONS + (".mp4", ".avi", ".mov", ".mkv", ".webm")
-_EXTENSION = re.compile("(" + "|".join(re.escape(e) for e in _ID_EXTENSIONS) + ")$", re.IGNORECASE)
-
-
-def normalize_id(value):
-    """An image or clip id without its file extension: ``"ab12.jpg"`` -> ``"ab12"``."""
-    return _EXTENSION.sub("", str(value).strip())
-
-
-def file_id(path):
-    """Id of a file: its base name without extension."""
-    return normalize_id(os.path.basename(path.strip()))
-
-
-def live_id_of(video_id):
-    """Livestream id of a clip id ``<live_id>-<start_ts>-<end_ts>``: its first 5 ``-`` fields."""
-    return "-".join(video_id.split("-")[:5])
 
 
 def find_annotation_file(data_dir, pattern, key, required):
@@ -78,11 +60,14 @@ def find_annotation_file(data_dir, pattern, key, required):
         if required:
             raise DataError(f"{key}: no file matches {full}")
         return None
-    raise DataError(f"{key}: {len(matches)} files match {full} ({matches}); set {key} to one of them")
+    raise DataError(
+        f"{key}: {len(matches)} files match {full} ({matches}); set {key} to one of them"
+    )
 
 
 def annotation_kind(path):
-    """``"query"`` for a ``.json`` file, else ``"pairs"`` if the first line has tabs, else ``"gallery"``."""
+    """``"query"`` for a ``.json`` file, else ``"pairs"`` if the first line has tabs, else
+    ``"gallery"``."""
     if path.lower().endswith(".json"):
         if not os.path.isfile(path):
             raise DataError(f"annotation file not found: {path}")
@@ -142,7 +127,8 @@ class LineIndex:
         try:
             return raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError as err:
-            raise DataError(f"{self.path}:{self.line_number(index)}: not UTF-8 text ({err})") from None
+            where = f"{self.path}:{self.line_number(index)}"
+            raise DataError(f"{where}: not UTF-8 text ({err})") from None
 
     def __del__(self):
         if getattr(self, "_handle", None) is not None:
@@ -263,7 +249,9 @@ def parse_list(text, where, what):
         try:
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-            raise DataError(f"{where}: {what} is not a JSON or Python list: {text[:80]!r}") from None
+            raise DataError(
+                f"{where}: {what} is not a JSON or Python list: {text[:80]!r}"
+            ) from None
     if not isinstance(value, (list, tuple)):
         raise DataError(f"{where}: {what} is a {type(value).__name__}, expected a list")
     return list(value)
@@ -288,7 +276,9 @@ def _parse_boxes(text, num_frames, where):
             and all(isinstance(v, (int, float)) for v in box)
             for box in frame_boxes
         ):
-            raise DataError(f"{where}: column 3 must hold, per frame, a list of [x1, y1, x2, y2] boxes")
+            raise DataError(
+                f"{where}: column 3 must hold, per frame, a list of [x1, y1, x2, y2] boxes"
+            )
     return boxes
 
 
@@ -336,7 +326,7 @@ def read_query_json(path, live_id_fn=live_id_of):
         if not isinstance(entry, dict):
             raise DataError(f"{where}: expected an object with 'frames'")
         frames = entry.get("frames")
-        if not isinstance(frames, list) or not frames or not all(isinstance(f, str) for f in frames):
+        if not (isinstance(frames, list) and frames and all(isinstance(f, str) for f in frames)):
             raise DataError(f"{where}: 'frames' must be a non-empty list of frame paths")
         video_id = normalize_id(video_id)
         category = entry.get("category")
@@ -371,17 +361,19 @@ def read_gallery_txt(path, live_id=None):
         relative = line.strip()
         if live_id is None:
             line_live_id = relative.split("/", 1)[0] if "/" in relative else ""
-            if not line_live_id or not file_id(relative):
-                raise DataError(f"{path}:{number}: expected '<live_id>/<image file>', got {relative!r}")
+            if not line_live_id or not normalize_id(relative):
+                raise DataError(
+                    f"{path}:{number}: expected '<live_id>/<image file>', got {relative!r}"
+                )
         else:
             line_live_id = live_id
-            if not file_id(relative):
+            if not normalize_id(relative):
                 raise DataError(f"{path}:{number}: expected an image path, got {relative!r}")
         if relative in seen:
             repeated += 1
             continue
         seen.add(relative)
-        records.append(GalleryRecord(file_id(relative), line_live_id, relative))
+        records.append(GalleryRecord(normalize_id(relative), line_live_id, relative))
     if repeated:
         logger.warning("%s: %d repeated lines ignored", path, repeated)
     return records
@@ -392,7 +384,9 @@ def read_id_lists_json(path):
     data = read_json(path)
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected an object {{id: [id, ...]}}")
-    return {normalize_id(key): _id_list(value, f"{path}: key {key!r}") for key, value in data.items()}
+    return {
+        normalize_id(key): _id_list(value, f"{path}: key {key!r}") for key, value in data.items()
+    }
 
 
 def read_text_map(path):

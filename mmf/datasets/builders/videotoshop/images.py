@@ -4,9 +4,7 @@ import os
 from PIL import Image
 
 from mmf.common.errors import DataError
-
-# torchvision's list, tried only when the exact path does not exist.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+from mmf.datasets.ids import IMAGE_EXTENSIONS
 
 
 class UnreadableImageError(DataError):
@@ -17,8 +15,9 @@ def load_rgb(path, boxes=None):
     """PIL RGB image at ``path``.
 
     The exact path is opened; only if it does not exist are the other image extensions
-    tried on the same stem. ``boxes`` ([[x1,y1,x2,y2], ...] in pixels) crops the image to
-    their union, clipped to the image; no boxes (or a degenerate union) keeps it whole.
+    (``mmf.datasets.ids.IMAGE_EXTENSIONS``, in order) tried on the same stem. ``boxes``
+    ([[x1,y1,x2,y2], ...] in pixels) crops the image to their union, clipped to the image;
+    no boxes (or a degenerate union) keeps it whole.
     Raises ``UnreadableImageError`` naming the path for a missing or corrupt file.
     """
     try:

@@ -1,4 +1,4 @@
-"""Ranking of query embeddings against galleries, and rank-based retrieval metrics.
+"""Ranking of query embeddings against galleries.
 
 Each query is ranked against one gallery: the images of its own group (its livestream on
 LPR4M) or, with ``query_groups=None``, one global gallery (MovingFashion). Scores are dot
@@ -14,37 +14,19 @@ their gallery order, so the 1-based rank of gallery item ``j`` for a query is::
 
 A query with several ground-truth images is ranked by its best one. A ground-truth query that
 has no embedding, or none of whose ground-truth images is in its gallery, is a miss: its rank
-is ``inf`` and its average precision 0. Ids are compared after ``normalize_id`` (a file name
-and its stem match).
-
-Metrics are percentages: ``r@k`` is the share of queries whose best ground truth ranks at
-most ``k`` (rank-k accuracy, the original's TopK hit), ``map`` the mean average precision over
-the ground-truth images present in the gallery, ``median_rank`` the median best rank.
+is ``inf`` and its average precision 0. Ids are compared after ``mmf.datasets.ids.normalize_id``
+(a file name and its stem match). The metrics of a ranking are in ``mmf.evaluation.metrics``.
 """
 import dataclasses
 import math
+from typing import NamedTuple
 
 import torch
 
 from mmf.common.errors import DataError
+from mmf.datasets.ids import normalize_id
 
-IMAGE_EXTENSIONS = frozenset((".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"))
-DEFAULT_KS = (1, 3, 5, 10)
 GLOBAL_GROUP = "__global__"
-
-
-def normalize_id(item_id):
-    """Image or clip id as the file stem: ``"live/abc.jpg"`` -> ``"abc"``, ``"abc"`` -> ``"abc"``."""
-    name = str(item_id).strip().rsplit("/", 1)[-1]
-    dot = name.rfind(".")
-    if dot > 0 and name[dot:].lower() in IMAGE_EXTENSIONS:
-        return name[:dot]
-    return name
-
-
-def live_id_of(video_id):
-    """Livestream id of an LPR4M clip id ``<uuid (5 fields)>-<start>-<end>``."""
-    return "-".join(str(video_id).split("-")[:5])
 
 
 @dataclasses.dataclass
@@ -81,8 +63,29 @@ class RankingResult:
 
     def topk_ids(self, row):
         """``[(gallery_id, score), ...]`` of query ``row``, best first."""
-        pairs = zip(self.topk_indices[row].tolist(), self.topk_scores[row].tolist())
+        pairs = zip(self.topk_indices[row].tolist(), self.topk_scores[row].tolist(), strict=True)
         return [(self.gallery_ids[index], score) for index, score in pairs if index >= 0]
+
+
+class _Unit(NamedTuple):
+    """Queries of one group scored together: positions into the ground-truth list, the
+    group's gallery rows, and ``{gallery id: [columns within those rows]}``."""
+
+    positions: list
+    rows: list
+    columns_of_id: dict
+
+
+class _BucketRanks(NamedTuple):
+    """What ``_rank_bucket`` returns for its Q real queries."""
+
+    positions: torch.Tensor  # [Q] positions in the ground-truth list
+    best: torch.Tensor  # [Q] best rank
+    average_precision: torch.Tensor  # [Q]
+    positive_ranks: torch.Tensor  # [Q, P]
+    topk_indices: torch.Tensor  # [Q, k'] gallery rows, -1 padded
+    topk_scores: torch.Tensor  # [Q, k'] NaN padded
+    gallery_sizes: torch.Tensor  # [Q]
 
 
 def normalize_ground_truth(ground_truth):
@@ -127,6 +130,34 @@ def rank_queries(
     Raises ``DataError`` for a query (with ground truth) whose group has no gallery, for
     duplicate query ids and for non-finite embeddings.
     """
+    query_ids, gallery_ids, query_groups, gallery_groups = _check_inputs(
+        query_emb, query_ids, gallery_emb, gallery_ids, query_groups, gallery_groups
+    )
+    ground_truth = normalize_ground_truth(ground_truth)
+    row_of_query = _row_of_query(query_ids)
+    gt_queries = list(ground_truth)
+    units = _work_units(
+        gt_queries, row_of_query, query_groups, gallery_groups, gallery_ids, max_scores
+    )
+    ranked = [
+        _rank_bucket(
+            bucket, query_emb, gallery_emb, row_of_query, gt_queries, ground_truth, topk, device
+        )
+        for bucket in _buckets(units, max_scores)
+    ]
+    tensors, no_positive = _assemble(ranked, len(gt_queries), topk)
+    return RankingResult(
+        query_ids=gt_queries,
+        gallery_ids=gallery_ids,
+        missing=[q for q in gt_queries if q not in row_of_query],
+        no_positive_in_gallery=[gt_queries[p] for p in no_positive],
+        extra=[q for q in query_ids if q not in ground_truth],
+        **tensors,
+    )
+
+
+def _check_inputs(query_emb, query_ids, gallery_emb, gallery_ids, query_groups, gallery_groups):
+    """Normalised ids, and the groups (one global group when both are None)."""
     if (query_groups is None) != (gallery_groups is None):
         raise ValueError("query_groups and gallery_groups must both be given or both be None")
     query_ids = [normalize_id(q) for q in query_ids]
@@ -141,17 +172,21 @@ def rank_queries(
         gallery_groups = [GLOBAL_GROUP] * len(gallery_ids)
     _check_finite(query_emb, "query")
     _check_finite(gallery_emb, "gallery")
-    ground_truth = normalize_ground_truth(ground_truth)
+    return query_ids, gallery_ids, query_groups, gallery_groups
 
+
+def _row_of_query(query_ids):
     row_of_query = {}
     for row, query_id in enumerate(query_ids):
         if query_id in row_of_query:
             raise DataError(f"query id {query_id!r} has two embeddings")
         row_of_query[query_id] = row
-    gt_queries = list(ground_truth)
-    extra = [q for q in query_ids if q not in ground_truth]
-    missing = [q for q in gt_queries if q not in row_of_query]
+    return row_of_query
 
+
+def _work_units(gt_queries, row_of_query, query_groups, gallery_groups, gallery_ids, max_scores):
+    """One ``_Unit`` per group with queries (split by queries when its scores exceed
+    ``max_scores``); ``DataError`` naming a group that has queries but no gallery."""
     gallery_rows = {}
     for row, group in enumerate(gallery_groups):
         gallery_rows.setdefault(str(group), []).append(row)
@@ -160,8 +195,6 @@ def rank_queries(
         row = row_of_query.get(query_id)
         if row is not None:
             queries_of_group.setdefault(str(query_groups[row]), []).append(position)
-
-    # Work units: (query positions, gallery rows, {gallery id: [local columns]}).
     units = []
     for group, positions in queries_of_group.items():
         rows = gallery_rows.get(group)
@@ -175,72 +208,60 @@ def rank_queries(
             columns_of_id.setdefault(gallery_ids[row], []).append(column)
         step = max(1, max_scores // len(rows))
         for begin in range(0, len(positions), step):
-            units.append((positions[begin : begin + step], rows, columns_of_id))
+            units.append(_Unit(positions[begin : begin + step], rows, columns_of_id))
+    return units
 
-    num = len(gt_queries)
+
+def _assemble(ranked, num, topk):
+    """Bucket results -> the ``RankingResult`` tensors of ``num`` queries (misses where no
+    bucket wrote) and the sorted positions of queries without a positive in their gallery."""
     ranks = torch.full((num,), math.inf, dtype=torch.float64)
     average_precision = torch.zeros(num, dtype=torch.float64)
     topk_indices = torch.full((num, topk), -1, dtype=torch.long)
     topk_scores = torch.full((num, topk), math.nan, dtype=torch.float32)
     gallery_sizes = torch.zeros(num, dtype=torch.long)
-    positive_chunks = []
-    no_positive = []
-    for bucket in _buckets(units, max_scores):
-        positions, best, ap, positive, index, value, sizes = _rank_bucket(
-            bucket, query_emb, gallery_emb, row_of_query, gt_queries, ground_truth, topk, device
-        )
-        ranks[positions] = best
-        average_precision[positions] = ap
-        positive_chunks.append((positions, positive))
-        topk_indices[positions, : index.shape[1]] = index
-        topk_scores[positions, : value.shape[1]] = value
-        gallery_sizes[positions] = sizes
-        no_positive.extend(positions[~torch.isfinite(best)].tolist())
-
-    width = max([1] + [chunk.shape[1] for _, chunk in positive_chunks])
+    width = max([1] + [part.positive_ranks.shape[1] for part in ranked])
     positive_ranks = torch.full((num, width), math.inf, dtype=torch.float64)
-    for positions, chunk in positive_chunks:
-        positive_ranks[positions, : chunk.shape[1]] = chunk
-    return RankingResult(
-        query_ids=gt_queries,
-        ranks=ranks,
-        average_precision=average_precision,
-        topk_indices=topk_indices,
-        topk_scores=topk_scores,
-        gallery_ids=gallery_ids,
-        gallery_sizes=gallery_sizes,
-        positive_ranks=positive_ranks,
-        missing=missing,
-        no_positive_in_gallery=[gt_queries[p] for p in sorted(no_positive)],
-        extra=extra,
+    no_positive = []
+    for part in ranked:
+        positions = part.positions
+        ranks[positions] = part.best
+        average_precision[positions] = part.average_precision
+        positive_ranks[positions, : part.positive_ranks.shape[1]] = part.positive_ranks
+        topk_indices[positions, : part.topk_indices.shape[1]] = part.topk_indices
+        topk_scores[positions, : part.topk_scores.shape[1]] = part.topk_scores
+        gallery_sizes[positions] = part.gallery_sizes
+        no_positive.extend(positions[~torch.isfinite(part.best)].tolist())
+    tensors = dict(
+        ranks=ranks, average_precision=average_precision, topk_indices=topk_indices,
+        topk_scores=topk_scores, gallery_sizes=gallery_sizes, positive_ranks=positive_ranks,
     )
+    return tensors, sorted(no_positive)
 
 
 def _buckets(units, max_scores):
     """Group work units of similar gallery size so that each padded batch [B, Qmax, Gmax]
     holds at most ``max_scores`` elements (a unit alone may exceed it only by its rows)."""
-    units = sorted(units, key=lambda unit: len(unit[1]))
+    units = sorted(units, key=lambda unit: len(unit.rows))
     bucket, queries, gallery = [], 0, 0
     for unit in units:
-        new_queries, new_gallery = max(queries, len(unit[0])), max(gallery, len(unit[1]))
+        new_queries, new_gallery = max(queries, len(unit.positions)), max(gallery, len(unit.rows))
         if bucket and (len(bucket) + 1) * new_queries * new_gallery > max_scores:
             yield bucket
-            bucket, new_queries, new_gallery = [], len(unit[0]), len(unit[1])
+            bucket, new_queries, new_gallery = [], len(unit.positions), len(unit.rows)
         bucket.append(unit)
         queries, gallery = new_queries, new_gallery
     if bucket:
         yield bucket
 
 
-def _rank_bucket(bucket, query_emb, gallery_emb, row_of_query, gt_queries, ground_truth, topk, device):
-    """Score and rank the units of one bucket with one batched matrix product.
-
-    Returns, for the bucket's Q real queries: positions [Q] (into the ground-truth list),
-    best rank [Q], AP [Q], positive ranks [Q, P], top-k gallery rows [Q, k'] (-1 padded),
-    top-k scores [Q, k'] (NaN padded) and gallery sizes [Q].
-    """
-    width = max(len(unit[0]) for unit in bucket)
-    size = max(len(unit[1]) for unit in bucket)
+def _rank_bucket(
+    bucket, query_emb, gallery_emb, row_of_query, gt_queries, ground_truth, topk, device
+):
+    """Score and rank the units of one bucket with one batched matrix product; returns
+    ``_BucketRanks`` of the bucket's real (unpadded) queries."""
+    width = max(len(unit.positions) for unit in bucket)
+    size = max(len(unit.rows) for unit in bucket)
     query_rows = torch.zeros(len(bucket), width, dtype=torch.long)
     query_valid = torch.zeros(len(bucket), width, dtype=torch.bool)
     gallery_index = torch.zeros(len(bucket), size, dtype=torch.long)
@@ -248,12 +269,15 @@ def _rank_bucket(bucket, query_emb, gallery_emb, row_of_query, gt_queries, groun
     positives, positions, sizes = [], [], []
     for slot, (unit_positions, rows, columns_of_id) in enumerate(bucket):
         count = len(unit_positions)
-        query_rows[slot, :count] = torch.as_tensor([row_of_query[gt_queries[p]] for p in unit_positions])
+        query_rows[slot, :count] = torch.as_tensor(
+            [row_of_query[gt_queries[p]] for p in unit_positions]
+        )
         query_valid[slot, :count] = True
         gallery_index[slot, : len(rows)] = torch.as_tensor(rows)
         gallery_valid[slot, : len(rows)] = True
         for p in unit_positions:
-            positives.append([c for gt in ground_truth[gt_queries[p]] for c in columns_of_id.get(gt, ())])
+            targets = ground_truth[gt_queries[p]]
+            positives.append([c for gt in targets for c in columns_of_id.get(gt, ())])
         positives.extend([] for _ in range(width - count))
         positions.extend(unit_positions)
         sizes.extend([len(rows)] * count)
@@ -274,14 +298,14 @@ def _rank_bucket(bucket, query_emb, gallery_emb, row_of_query, gt_queries, groun
     real = gallery_valid[slots, index]
     rows = torch.where(real, rows, -1)
     value = torch.where(real, value, math.nan)
-    return (
-        torch.as_tensor(positions, dtype=torch.long),
-        positive_ranks[:, 0].cpu()[keep],
-        ap.cpu()[keep],
-        positive_ranks.cpu()[keep],
-        rows[keep],
-        value[keep],
-        torch.as_tensor(sizes, dtype=torch.long),
+    return _BucketRanks(
+        positions=torch.as_tensor(positions, dtype=torch.long),
+        best=positive_ranks[:, 0].cpu()[keep],
+        average_precision=ap.cpu()[keep],
+        positive_ranks=positive_ranks.cpu()[keep],
+        topk_indices=rows[keep],
+        topk_scores=value[keep],
+        gallery_sizes=torch.as_tensor(sizes, dtype=torch.long),
     )
 
 
@@ -354,109 +378,3 @@ def stable_topk(scores, k):
     value = scores.gather(1, index)
     value, perm = value.sort(dim=1, descending=True, stable=True)
     return index.gather(1, perm), value
-
-
-def retrieval_metrics(ranks, average_precision, ks=DEFAULT_KS):
-    """Rank-k accuracy, mAP and median rank (percentages except the rank).
-
-    Args:
-        ranks: [Q] best rank per query, ``inf`` for misses.
-        average_precision: [Q] in [0, 1].
-    Returns ``{"r@k": %, ..., "map": %, "median_rank": float or None, "num_queries": Q}``;
-    ``median_rank`` is None when more than half of the queries are misses.
-    """
-    ranks = torch.as_tensor(ranks, dtype=torch.float64)
-    num = ranks.numel()
-    metrics = {}
-    for k in ks:
-        metrics[f"r@{k}"] = 100.0 * (ranks <= k).sum().item() / num if num else 0.0
-    metrics["map"] = 100.0 * float(torch.as_tensor(average_precision).sum()) / num if num else 0.0
-    median = ranks.quantile(0.5).item() if num else math.inf
-    metrics["median_rank"] = median if math.isfinite(median) else None
-    metrics["num_queries"] = num
-    return metrics
-
-
-def metrics_by_label(result, labels, ks=DEFAULT_KS, ranks=None, average_precision=None):
-    """``{label: metrics}`` over the queries of each label (e.g. category, hard/regular).
-
-    ``labels`` maps query ids to a label; queries without one are left out. ``ranks`` and
-    ``average_precision`` default to the result's own (pass re-ranked ones to reuse rows).
-    """
-    ranks = result.ranks if ranks is None else ranks
-    average_precision = result.average_precision if average_precision is None else average_precision
-    labels = {normalize_id(q): label for q, label in labels.items()}
-    rows_of_label = {}
-    for row, query_id in enumerate(result.query_ids):
-        label = labels.get(query_id)
-        if label is not None:
-            rows_of_label.setdefault(str(label), []).append(row)
-    report = {}
-    for label in sorted(rows_of_label):
-        rows = torch.as_tensor(rows_of_label[label], dtype=torch.long)
-        report[label] = retrieval_metrics(ranks[rows], average_precision[rows], ks)
-    return report
-
-
-def summarize(result, ks=DEFAULT_KS, ranks=None, average_precision=None):
-    """Metrics of ``result`` plus the counts of missing / unscored queries."""
-    ranks = result.ranks if ranks is None else ranks
-    average_precision = result.average_precision if average_precision is None else average_precision
-    metrics = retrieval_metrics(ranks, average_precision, ks)
-    metrics["num_missing"] = len(result.missing)
-    metrics["num_no_positive_in_gallery"] = len(result.no_positive_in_gallery)
-    metrics["num_extra"] = len(result.extra)
-    return metrics
-
-
-def rerank_top(result, candidates, candidate_scores, k):
-    """Re-order each query's top ``k`` by new scores (PMD re-ranking).
-
-    Args:
-        result: the first-stage ranking (``topk`` >= ``k``).
-        candidates: ``{query_id: [k'] gallery indices}``, the top-k the new scores were
-            computed for (in first-stage order); ``candidate_scores``: ``{query_id: [k']}``.
-        k: how many first-stage entries are re-ordered.
-    Returns ``(reranked, mismatched)``: a ``RankingResult`` whose top lists are the top ``k``
-    in the new order with the new scores (ties keep first-stage order; entries without a
-    new score go last), whose ranks move only ground truth inside the top ``k``, and the
-    number of queries whose candidates differed from the first-stage top ``k``.
-    """
-    num = len(result.query_ids)
-    top = result.topk_indices[:, :k]
-    aligned = torch.full(top.shape, -math.inf, dtype=torch.float32)
-    mismatched = 0
-    for row, query_id in enumerate(result.query_ids):
-        cand = candidates.get(query_id)
-        if cand is None:
-            continue
-        cand = torch.as_tensor(cand, dtype=torch.long)
-        scores = torch.as_tensor(candidate_scores[query_id], dtype=torch.float32)
-        valid = top[row] >= 0
-        if len(cand) == int(valid.sum()) and torch.equal(cand, top[row, : len(cand)]):
-            aligned[row, : len(cand)] = scores
-            continue
-        mismatched += 1
-        score_of = dict(zip(cand.tolist(), scores.tolist()))
-        for column, index in enumerate(top[row].tolist()):
-            if index in score_of:
-                aligned[row, column] = score_of[index]
-    order = aligned.sort(dim=1, descending=True, stable=True).indices  # [Q, k]
-    new_position = order.argsort(dim=1)  # first-stage column -> new column
-    positive = result.positive_ranks
-    inside = positive <= top.shape[1]
-    column = (positive.clamp(max=top.shape[1]) - 1).clamp(min=0).long()
-    moved = new_position.gather(1, column).to(torch.float64) + 1
-    ranks = torch.where(inside, moved, positive).sort(dim=1).values
-    new_top = top.gather(1, order)
-    new_scores = aligned.gather(1, order)
-    new_scores = torch.where(new_top >= 0, new_scores, math.nan)
-    reranked = dataclasses.replace(
-        result,
-        ranks=ranks[:, 0] if num else torch.zeros(0, dtype=torch.float64),
-        average_precision=average_precision_from_ranks(ranks),
-        topk_indices=new_top,
-        topk_scores=new_scores,
-        positive_ranks=ranks,
-    )
-    return reranked, mismatched

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from mmf.common.errors import DataError  # noqa: E402
-from mmf.utils.retrieval import normalize_id  # noqa: E402
+from mmf.datasets.ids import normalize_id  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -49,50 +49,83 @@ def frame_heatmaps(attention, num_frames, grid):
 
 @torch.inference_mode()
 def visualize_queries(model, data, result, reranked, count, out_dir, device):
-    """Write the PNG files described in the module docstring; returns their paths."""
+    """Write the PNG files described in the module docstring; returns their paths.
+
+    ``data`` is the ``EvalData`` that was ranked, ``result`` / ``reranked`` the ICL and PMD
+    rankings (``reranked`` may be None); the first ``count`` queries with an embedding are
+    drawn into ``out_dir``."""
     os.makedirs(out_dir, exist_ok=True)
-    query_index = _index(data.query_dataset, lambda r: normalize_id(r.video_id))
-    gallery_key = (lambda r: (None, normalize_id(r.image_id))) if data.global_gallery else (
-        lambda r: (r.live_id, normalize_id(r.image_id))
-    )
-    gallery_index = _index(data.gallery_dataset, gallery_key)
-    ground_truth = {normalize_id(q): [normalize_id(i) for i in ids] for q, ids in data.ground_truth.items()}
+    items = _Items(data)
     missing = set(result.missing)
     rows = [r for r, q in enumerate(result.query_ids) if q not in missing][:count]
     paths = []
     for number, row in enumerate(rows):
-        query_id = result.query_ids[row]
-        sample = data.query_dataset[query_index[query_id]]
-        if sample is None:
-            continue
-        frames = [f for f, keep in zip(sample["video"], sample["video_temporal_mask"]) if keep]
-        group = None if data.global_gallery else sample.get("live_id")
-        gt = set(ground_truth.get(query_id, ()))
-        rankings = [("ICL", result.topk_ids(row)[:TOP])]
-        if reranked is not None:
-            rankings.append(("PMD", reranked.topk_ids(row)[:TOP]))
-        images = {}
-        for _, top in rankings:
-            for image_id, _ in top:
-                if image_id not in images:
-                    images[image_id] = data.gallery_dataset[gallery_index[(group, image_id)]]["image"]
-        name = f"{number:03d}_{query_id[:60]}"
-        path = os.path.join(out_dir, f"query_{name}.png")
-        _plot_rankings(path, query_id, frames, rankings, images, gt)
-        paths.append(path)
-        if getattr(model, "has_pair_score", False):
-            ranked = [i for i, _ in result.topk_ids(row) if i in gt]
-            present = [i for i in ground_truth.get(query_id, ()) if (group, i) in gallery_index]
-            target = (ranked or present or [None])[0]
-            if target is None:
-                continue
-            if target not in images:
-                images[target] = data.gallery_dataset[gallery_index[(group, target)]]["image"]
-            path = os.path.join(out_dir, f"attention_{name}.png")
-            _plot_attention(path, model, sample, images[target], target, device)
-            paths.append(path)
+        paths.extend(_draw_query(model, items, result, reranked, number, row, out_dir, device))
     logger.info("wrote %d pictures to %s", len(paths), out_dir)
     return paths
+
+
+class _Items:
+    """Looks up query samples and gallery images of ``data`` by (normalised) id."""
+
+    def __init__(self, data):
+        self.data = data
+        self.queries = _index(data.query_dataset, lambda r: normalize_id(r.video_id))
+        global_gallery = data.global_gallery
+        self.gallery = _index(
+            data.gallery_dataset,
+            lambda r: (None if global_gallery else r.live_id, normalize_id(r.image_id)),
+        )
+        self.ground_truth = {
+            normalize_id(q): [normalize_id(i) for i in ids] for q, ids in data.ground_truth.items()
+        }
+
+    def query(self, query_id):
+        """The query's sample (None if the dataset skipped it) and its gallery group."""
+        sample = self.data.query_dataset[self.queries[query_id]]
+        group = None if self.data.global_gallery or sample is None else sample.get("live_id")
+        return sample, group
+
+    def image(self, group, image_id):
+        return self.data.gallery_dataset[self.gallery[(group, image_id)]]["image"]
+
+
+def _draw_query(model, items, result, reranked, number, row, out_dir, device):
+    """The ranking picture of query ``row`` and, for a model with a PMD head, its attention
+    picture; returns the paths written."""
+    query_id = result.query_ids[row]
+    sample, group = items.query(query_id)
+    if sample is None:
+        return []
+    mask = sample["video_temporal_mask"]
+    frames = [f for f, keep in zip(sample["video"], mask, strict=True) if keep]
+    gt = items.ground_truth.get(query_id, [])
+    rankings = [("ICL", result.topk_ids(row)[:TOP])]
+    if reranked is not None:
+        rankings.append(("PMD", reranked.topk_ids(row)[:TOP]))
+    images = {}
+    for _, top in rankings:
+        for image_id, _ in top:
+            if image_id not in images:
+                images[image_id] = items.image(group, image_id)
+    name = f"{number:03d}_{query_id[:60]}"
+    paths = [os.path.join(out_dir, f"query_{name}.png")]
+    _plot_rankings(paths[0], query_id, frames, rankings, images, set(gt))
+    target = _attention_target(result, row, gt, group, items)
+    if target is None or not getattr(model, "has_pair_score", False):
+        return paths
+    image = images[target] if target in images else items.image(group, target)
+    paths.append(os.path.join(out_dir, f"attention_{name}.png"))
+    _plot_attention(paths[1], model, sample, image, target, device)
+    return paths
+
+
+def _attention_target(result, row, gt, group, items):
+    """The ground-truth image of query ``row`` ranked best, else the first one in its
+    gallery; None if none is."""
+    ranked = [i for i, _ in result.topk_ids(row) if i in gt]
+    present = [i for i in gt if (group, i) in items.gallery]
+    return (ranked or present or [None])[0]
 
 
 def _index(dataset, key):
@@ -105,7 +138,8 @@ def _index(dataset, key):
 def _plot_rankings(path, query_id, frames, rankings, images, gt):
     columns = max(len(frames), TOP)
     figure, axes = plt.subplots(
-        1 + len(rankings), columns, figsize=(1.8 * columns, 2.0 * (1 + len(rankings))), squeeze=False
+        1 + len(rankings), columns, figsize=(1.8 * columns, 2.0 * (1 + len(rankings))),
+        squeeze=False,
     )
     for axis in axes.flat:
         axis.axis("off")
@@ -142,7 +176,9 @@ def _plot_attention(path, model, sample, image, image_id, device):
         raise DataError(f"cannot lay {tokens - 1} patch tokens on a square grid")
     heat = frame_heatmaps(attention, num_frames, grid)
     keep = [f for f in range(num_frames) if bool(mask[0, f])]
-    figure, axes = plt.subplots(1, 1 + len(keep), figsize=(1.9 * (1 + len(keep)), 2.2), squeeze=False)
+    figure, axes = plt.subplots(
+        1, 1 + len(keep), figsize=(1.9 * (1 + len(keep)), 2.2), squeeze=False
+    )
     axes[0, 0].imshow(to_display(image))
     axes[0, 0].set_title(f"shop image\n{image_id[:18]}", fontsize=7)
     low, high = (float(heat[keep].min()), float(heat[keep].max())) if keep else (0.0, 1.0)
@@ -158,7 +194,9 @@ def _plot_attention(path, model, sample, image, image_id, device):
         axis.set_title(f"frame {frame}\nshare {share:.2f}", fontsize=7)
     for axis in axes.flat:
         axis.axis("off")
-    figure.suptitle("PMD cross-attention of the image patches over the clip's frame patches", fontsize=8)
+    figure.suptitle(
+        "PMD cross-attention of the image patches over the clip's frame patches", fontsize=8
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=80)
     plt.close(figure)

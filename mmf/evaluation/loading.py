@@ -1,0 +1,173 @@
+"""What an evaluation reads: the run's config, its model and checkpoint, and the test data.
+
+- ``load_eval_config``: the run's saved ``config.yaml`` on top of the current framework
+  layers (``component_layers``: defaults, model, dataset), with the encoders' pretrained
+  file names set to null, since the checkpoint holds every weight, and ``data_dir``
+  replacing a path baked into the config. Processors follow the training policy
+  (``drop_foreign_processors``).
+- ``load_eval_model``: builds the model and loads the checkpoint strictly (ours, or the
+  authors' files whose keys carry ``module.`` prefixes).
+- ``load_eval_data``: query and gallery datasets, ground truth and breakdown labels from
+  the dataset's builder; ``read_conditional`` / ``restrict`` keep a listed subset of queries.
+"""
+import dataclasses
+import os
+
+import torch
+from omegaconf import OmegaConf
+
+from mmf.common.errors import CheckpointError, ConfigError, DataError
+from mmf.common.registry import registry
+from mmf.datasets.ids import normalize_id
+from mmf.utils.build import build_model
+from mmf.utils.checkpoint import load_state_dict_file, strip_module_prefix
+from mmf.utils.configuration import (
+    component_layers,
+    drop_foreign_processors,
+    load_config,
+    register_resolvers,
+)
+from mmf.utils.env import setup_imports
+
+_PRETRAINED_KEYS = (
+    "image_encoder.params.pretrained_model_name",
+    "transformer_model.pretrained_model_name",
+)
+
+
+def load_eval_config(config_file, dataset_name, data_dir=None):
+    """The saved run config merged over the current defaults, ready for evaluation.
+
+    Returns ``(config, dataset_name)``, resolved. ``dataset_name`` falls back to the run's
+    only dataset.
+    """
+    register_resolvers()
+    setup_imports()
+    saved = load_config(config_file)
+    model_name = saved.get("model")
+    if not model_name or model_name not in (saved.get("model_config") or {}):
+        raise ConfigError(f"{config_file}: needs 'model' and model_config.<model>")
+    dataset_name = _dataset_name(saved, dataset_name, config_file)
+    config = OmegaConf.merge(*component_layers(model_name, [dataset_name]), saved)
+
+    model_node = config.model_config[model_name]
+    for key in _PRETRAINED_KEYS:
+        if OmegaConf.select(model_node, key, default=None) is not None:
+            OmegaConf.update(model_node, key, None)
+    if data_dir is not None:
+        config.dataset_config[dataset_name].data_dir = os.path.abspath(os.path.expanduser(data_dir))
+    drop_foreign_processors(config)
+    config = OmegaConf.create(OmegaConf.to_container(config, resolve=True))
+    return config, dataset_name
+
+
+def _dataset_name(saved, requested, config_file):
+    names = saved.get("datasets") or []
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    available = list(saved.get("dataset_config") or {})
+    if requested and requested in available:
+        return requested
+    if requested:
+        raise ConfigError(
+            f"{config_file}: dataset_config.{requested} is missing (the run has {available})"
+        )
+    if len(names) == 1:
+        return names[0]
+    raise ConfigError(
+        f"{config_file}: cannot tell which dataset to evaluate among {names or available}"
+    )
+
+
+def default_checkpoint(config, config_file):
+    """``<env.save_dir>/<model>_final.pth``, else the same name next to ``config_file``."""
+    name = f"{config.model}_final.pth"
+    candidates = []
+    save_dir = OmegaConf.select(config, "env.save_dir", default=None)
+    if save_dir:
+        candidates.append(os.path.join(os.path.expanduser(str(save_dir)), name))
+    candidates.append(os.path.join(os.path.dirname(os.path.abspath(config_file)), name))
+    for path in candidates:
+        if os.path.isfile(path):
+            return path
+    raise CheckpointError(f"no checkpoint found; tried {candidates} (pass --checkpoint)")
+
+
+def load_eval_model(config, checkpoint, device):
+    """Build ``config.model`` and load ``checkpoint`` strictly; returns the model in eval mode."""
+    node = OmegaConf.merge(config.model_config[config.model], {"model": config.model})
+    model = build_model(node)
+    state_dict = strip_module_prefix(load_state_dict_file(checkpoint))
+    state_dict = {model.format_state_key(key): value for key, value in state_dict.items()}
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    wrong_shape = [
+        f"{key}: checkpoint {tuple(state_dict[key].shape)} vs model {tuple(expected[key].shape)}"
+        for key in expected
+        if key in state_dict and state_dict[key].shape != expected[key].shape
+    ]
+    if missing or unexpected or wrong_shape:
+        raise CheckpointError(
+            f"{checkpoint} does not match model {config.model!r}: "
+            f"{len(missing)} missing keys {missing[:8]}, {len(unexpected)} unexpected keys "
+            f"{unexpected[:8]}, {len(wrong_shape)} shape mismatches {wrong_shape[:4]}"
+        )
+    model.load_state_dict(state_dict, strict=True)
+    return model.to(device).eval()
+
+
+@dataclasses.dataclass
+class EvalData:
+    """What a dataset contributes to an evaluation.
+
+    ``ground_truth`` {video_id: [image ids]}: the queries that count; ``labels`` optional
+    {breakdown name: {video_id: label}} (category, hard / regular); ``global_gallery`` ranks
+    against all gallery images instead of the query's livestream.
+    """
+
+    query_dataset: object
+    gallery_dataset: object
+    ground_truth: dict
+    labels: dict
+    global_gallery: bool
+
+
+def load_eval_data(config, dataset_name, global_gallery):
+    """Query / gallery datasets, ground truth and breakdown labels from the dataset's builder."""
+    builder = registry.get_builder_class(dataset_name)()
+    node = config.dataset_config[dataset_name]
+    labels = {"category": builder.query_categories(node)}
+    if hasattr(builder, "query_difficulty"):
+        labels["difficulty"] = builder.query_difficulty(node)
+    return EvalData(
+        query_dataset=builder.load_query(node),
+        gallery_dataset=builder.load_gallery(node),
+        ground_truth=builder.ground_truth(node),
+        labels=labels,
+        global_gallery=global_gallery,
+    )
+
+
+def read_conditional(path, data_dir):
+    """Video ids listed in ``path`` (first tab field per line); tried as given, then under
+    ``<data_dir>/annotations/`` (the original's convention)."""
+    candidates = [path, os.path.join(data_dir or "", "annotations", path)]
+    found = next((p for p in candidates if os.path.isfile(p)), None)
+    if found is None:
+        raise DataError(f"--conditional file not found: tried {candidates}")
+    with open(found, encoding="utf-8") as handle:
+        ids = [line.split("\t", 1)[0].strip() for line in handle if line.strip()]
+    return {normalize_id(i) for i in ids if i}
+
+
+def restrict(data, keep):
+    """``data`` with only the ground-truth queries and query clips whose id is in ``keep``
+    (the query dataset is kept whole when it lists no records)."""
+    ground_truth = {q: gt for q, gt in data.ground_truth.items() if normalize_id(q) in keep}
+    query_dataset = data.query_dataset
+    records = getattr(query_dataset, "records", None)
+    if records is not None:
+        rows = [row for row, record in enumerate(records) if normalize_id(record.video_id) in keep]
+        query_dataset = torch.utils.data.Subset(query_dataset, rows)
+    return dataclasses.replace(data, ground_truth=ground_truth, query_dataset=query_dataset)
