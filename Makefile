@@ -28,7 +28,7 @@ demo: install
 	$(PY) scripts/demo.py --data_dir $(DEMO_DIR)
 
 ablation: install
-	bash scripts/ablation.sh
+	$(PY) scripts/ablation.py --data_dir $(DEMO_DIR)
 
 bench: install
 	for script in bench/*.py; do $(PY) $$script || exit 1; done

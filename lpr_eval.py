@@ -2,11 +2,18 @@
 
     python lpr_eval.py --config_file save/lpr_rice_vic/config.yaml [--checkpoint FILE]
         [--data_dir DIR] [--batch_size 32] [--num_workers 4] [--device cpu|cuda]
-        [--conditional FILE] [--rerank_topk K] [--topk 10] [--out DIR] [--visualize N]
+        [--conditional FILE] [--rerank_topk K] [--rerank_fusion pmd|sum]
+        [--rerank_weight BETA|auto] [--topk 10] [--out DIR] [--visualize N]
+        [--bootstrap_resamples 1000] [--seed 0]
 
-Prints R@1/3/5/10, mAP and median rank (and the PMD re-ranked ones with --rerank_topk);
-writes metrics.json, rankings.jsonl and embeddings.pt to --out (default
-results/<experiment_name>). See mmf/evaluation/.
+Prints the checkpoint evaluated (by default <model>_final.pth next to the config), R@1/3/5/10,
+mAP and median rank with 95 % bootstrap intervals of R@1 and mAP (and the re-ranked ones with
+--rerank_topk: by the PMD score, or by ICL logit + BETA * PMD score with --rerank_fusion sum,
+BETA chosen on the validation split with --rerank_weight auto); writes metrics.json,
+rankings.jsonl and embeddings.pt to --out (default
+results/<experiment_name>/<checkpoint stem>-<path hash>). See mmf/evaluation/.
+
+    torchrun --nproc_per_node=N lpr_eval.py ...   # N processes split the encoding; same outputs
 """
 import sys
 

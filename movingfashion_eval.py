@@ -5,6 +5,8 @@
 Same options and outputs as lpr_eval.py. The gallery is gallery_full.txt and the ground truth
 video_to_gt.json; when that file labels clips regular / hard, metrics are also reported per
 label (the SEAM convention). See mmf/evaluation/.
+
+    torchrun --nproc_per_node=N movingfashion_eval.py ...   # N processes, same outputs
 """
 import sys
 

@@ -44,13 +44,13 @@ import multiprocessing
 import os
 import shutil
 import sys
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
 from mmf.common.errors import DataError
+from mmf.datasets.video_frames import NotAVideoError, sampled_frames
 from mmf.utils.file_io import atomic_write
 
 DONE_MARKER = ".done"
@@ -59,10 +59,6 @@ REPORT_NAME = "prepare_movingfashion_report.txt"
 FRAME_FORMATS = {"png": {"compress_level": 1}, "jpg": {"quality": 95}}
 CONSOLE_PROBLEMS = 20
 PROBLEM_LABELS = {"failed": "failed", "missing": "missing", "not_video": "not a video"}
-
-
-class NotAVideoError(ValueError):
-    """A file named like a video that holds an image (a JPEG renamed ``.mp4``)."""
 
 
 def parse_args(argv=None):
@@ -156,53 +152,6 @@ def _marker_of(frame_dir):
     except (OSError, ValueError):
         return None
     return marker if isinstance(marker, dict) else None
-
-
-def _drain(graph):
-    """The frames a filter graph has ready."""
-    frames = []
-    while True:
-        try:
-            frames.append(graph.pull())
-        except (av.BlockingIOError, av.EOFError):
-            return frames
-
-
-def _open_video_stream(container):
-    """The first video stream; an image renamed to a video name is ``NotAVideoError``."""
-    name = container.format.name
-    if name == "image2" or name.endswith("_pipe"):
-        raise NotAVideoError(f"the file is an image ({container.format.long_name})")
-    if not container.streams.video:
-        raise ValueError("no video stream")
-    return container.streams.video[0]
-
-
-def sampled_frames(container, fps):
-    """Yields the frames ``ffmpeg -i <video> -vf fps=<fps>`` writes, as the original did.
-
-    PyAV runs libavfilter's own ``fps`` filter (rounding to the nearest output tick, so at
-    1 fps it keeps the last frame before 0.5 s, 1.5 s, ...); timestamps start at the file's
-    start time as in the ffmpeg command line.
-    """
-    stream = _open_video_stream(container)
-    graph = av.filter.Graph()
-    buffer = graph.add_buffer(template=stream)
-    fps_filter = graph.add("fps", str(Fraction(fps).limit_denominator(1_000_000)))
-    sink = graph.add("buffersink")
-    buffer.link_to(fps_filter)
-    fps_filter.link_to(sink)
-    graph.configure()
-    time_base = stream.time_base
-    offset = round((container.start_time or 0) / av.time_base / time_base)
-    rate = float(stream.average_rate or 25)
-    for index, frame in enumerate(container.decode(stream)):
-        pts = frame.pts if frame.pts is not None else round(index / rate / time_base)
-        frame.pts = pts - offset
-        graph.push(frame)
-        yield from _drain(graph)
-    graph.push(None)
-    yield from _drain(graph)
 
 
 def write_frames(source, frame_dir, fps, frame_format):

@@ -29,6 +29,8 @@ setup(
     package_data={"mmf": ["configs/**/*.yaml", "configs/*.yaml"]},
     include_package_data=True,
     install_requires=read_requirements(),
-    entry_points={"console_scripts": ["mmf_run = mmf_cli.run:run"]},
+    entry_points={
+        "console_scripts": ["mmf_run = mmf_cli.run:run", "mmf_predict = mmf_cli.predict:main"]
+    },
     license="BSD",
 )

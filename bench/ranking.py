@@ -4,9 +4,11 @@ Synthetic unit-norm embeddings (d=512) for 20,079 queries and 66,358 gallery ima
 over 110 livestream galleries; some queries have several ground-truth images. Times, in one
 run:
 
-1. ``mmf.evaluation.ranking.rank_queries`` + metrics (livestreams padded into a few batched
-   matrix products, ranks and top-k lists from whole-tensor operations);
-2. the original's per-query approach, in memory: for each query a dot product with its
+1. ``mmf.evaluation.ranking.rank_queries`` + metrics (one matrix product per livestream or
+   batch of small ones, ranks and top-k lists from whole-tensor operations);
+2. the bare matrix products ``queries_l @ gallery_l.T`` of every livestream ``l`` (embeddings
+   grouped beforehand), the floor of any exact ranking; the ratio of 1. to 2. is printed;
+3. the original's per-query approach, in memory: for each query a dot product with its
    livestream gallery, a Python sort of ``(id, score)`` pairs and ``calculate_acc``'s top-10
    hit counting. The original also writes and re-reads one JSON file per query; that part is
    timed on ``--json_sample`` queries and extrapolated to all of them (stated in the output).
@@ -90,6 +92,20 @@ def original_per_query(queries, query_ids, query_groups, gallery, gallery_ids, g
     return {f"r@{k}": 100.0 * hits[k] / len(gt) for k in thresholds}, predictions
 
 
+def bare_matmul_seconds(queries, query_groups, gallery, gallery_groups):
+    """Seconds of the score matrix products alone, one per livestream."""
+    rows, query_rows = {}, {}
+    for row, group in enumerate(gallery_groups):
+        rows.setdefault(group, []).append(row)
+    for row, group in enumerate(query_groups):
+        query_rows.setdefault(group, []).append(row)
+    pairs = [(queries[query_rows[g]], gallery[rows[g]]) for g in query_rows]
+    start = time.perf_counter()
+    for group_queries, group_gallery in pairs:
+        group_queries @ group_gallery.T
+    return time.perf_counter() - start
+
+
 def time_json_files(predictions, sample):
     """Seconds to write and re-read ``sample`` per-query JSON files (as the original does)."""
     items = list(predictions.items())[:sample]
@@ -133,6 +149,9 @@ def main():
     metrics = summarize(result)
     fast = time.perf_counter() - start
     print(f"vectorised: {fast:.3f} s  " + _fmt(metrics))
+    bare = bare_matmul_seconds(queries, query_groups, gallery, gallery_groups)
+    print(f"bare per-livestream matmul: {bare:.3f} s; ranking with metrics / matmul: "
+          f"{fast / bare:.2f}")
 
     start = time.perf_counter()
     reference, predictions = original_per_query(
@@ -153,7 +172,7 @@ def main():
         f"speedup: {slow / fast:.1f}x (in memory), {(slow + json_seconds) / fast:.1f}x "
         f"(with the original's JSON files); R@1/3/5/10 agree"
     )
-    print("target (< 1 s):", "met" if fast < 1.0 else "NOT met")
+    print("target (<= 0.25 s):", "met" if fast <= 0.25 else "NOT met")
 
 
 def _fmt(metrics):

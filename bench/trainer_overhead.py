@@ -92,7 +92,7 @@ def main():
     with tempfile.TemporaryDirectory() as save_dir:
         setup_logger(None, 0, "warning")
         trainer = MMFTrainer(make_config(save_dir, (args.rounds + 1) * count)).load()
-        dataset = trainer.train_loader.dataset
+        dataset = trainer.train_loader.dataset.dataset  # inside SeededSamples
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=BATCH_SIZE, shuffle=True, collate_fn=dataset.collate_fn
         )

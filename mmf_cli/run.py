@@ -4,7 +4,8 @@
 Also ``python mmf_cli/run.py ...`` from a checkout, and ``torchrun --nproc_per_node=N
 mmf_cli/run.py ...`` (or ``python -m torch.distributed.launch``) for several processes.
 Errors in the input (config files, keys, names, paths) print one line and exit with 1;
-``--debug`` shows the full traceback instead.
+Ctrl-C prints one line and exits with 130 (during training after saving ``current.ckpt`` at
+the last finished update); ``--debug`` shows the full traceback instead.
 """
 import os
 import sys
@@ -102,6 +103,11 @@ def run(argv=None):
             raise
         print(f"mmf_run: error: {_one_line(err)}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt as err:
+        if args.debug:
+            raise
+        print(f"mmf_run: {err or 'interrupted'}", file=sys.stderr)
+        sys.exit(130)
     finally:
         import torch.distributed as dist
 

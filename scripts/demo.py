@@ -27,8 +27,6 @@ from pathlib import Path
 
 from demo_pictures import plot_before_after, plot_recall_at_k, read_rankings, recall_curve
 
-from mmf.evaluation.bootstrap import paired_difference
-
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "projects" / "videotoshop" / "configs"
 KS = (1, 3, 5, 10)
@@ -151,19 +149,11 @@ def chance_level(lpr4m_dir, ks=KS):
     return {f"r@{k}": 100.0 * totals[k] / len(ground_truth) for k in ks}
 
 
-def rerank_section(metrics):
-    """Name of the re-ranked section of a metrics.json (None without re-ranking)."""
-    return next((name for name in metrics if name.endswith("rerank")), None)
-
-
-def r1_change(rankings, rank_key):
-    """Paired bootstrap of the R@1 change (points) from the ICL ranking to ``rank_key``:
-    (difference, low, high)."""
-    ids = sorted(rankings)
-    before = [float(rankings[q]["rank"] == 1) for q in ids]
-    after = [float(rankings[q][rank_key] == 1) for q in ids]
-    difference, low, high = paired_difference(after, before)
-    return 100.0 * difference, 100.0 * low, 100.0 * high
+def r1_change(section):
+    """(difference, low, high) of the paired R@1 change from the ICL ranking that a re-ranked
+    metrics.json section holds (``r@1_vs_icl``, points, 95 % bootstrap interval)."""
+    change = section["r@1_vs_icl"]
+    return change["difference"], change["ci95"][0], change["ci95"][1]
 
 
 def describe_change(change):
@@ -192,23 +182,22 @@ def table(rows):
     return "\n".join(lines)
 
 
-def trained_rows(label, metrics, rankings):
+def trained_rows(label, metrics):
     """Table rows of one trained variant: its ICL ranking and, if any, its re-ranking."""
     rows = [(f"{label}, trained", metrics["icl"], None)]
-    section = rerank_section(metrics)
-    if section:
-        rerank = metrics[section]
-        how = rerank.get("rerank_fusion", "pmd")
+    rerank = metrics.get("pmd_rerank")
+    if rerank:
+        how = rerank["rerank_fusion"]
         if "rerank_weight" in rerank:
             how += f", beta {rerank['rerank_weight']:g}"
-        name = f"{label}, + re-rank of top {rerank.get('rerank_topk')} ({how})"
-        rows.append((name, rerank, r1_change(rankings, "pmd_rank")))
+        name = f"{label}, + re-rank of top {rerank['rerank_topk']} ({how})"
+        rows.append((name, rerank, r1_change(rerank)))
     return rows
 
 
 def draw_pictures(results_dir, lpr4m, zero_shot, trained_runs):
     """``before_after.png`` (zero-shot vs the first trained variant) and ``recall_at_k.png``."""
-    label, rankings = trained_runs[0]
+    _, rankings = trained_runs[0]
     plot_before_after(
         results_dir / "before_after.png", lpr4m, [("zero-shot", zero_shot), ("trained", rankings)]
     )
@@ -234,10 +223,11 @@ def _paths(args):
 
 
 def ensure_data(lpr4m, seed, log):
+    """Builds the demo dataset in ``lpr4m`` unless it is there."""
     if (lpr4m / "annotations" / "gallery_main.txt").is_file():
-        print(f"[1/4] demo dataset found in {lpr4m}", flush=True)
+        print(f"demo dataset found in {lpr4m}", flush=True)
         return
-    print("[1/4] building the demo dataset", flush=True)
+    print(f"building the demo dataset in {lpr4m}", flush=True)
     run([sys.executable, "scripts/make_demo_data.py", "--out", lpr4m, "--seed", seed], log)
 
 
@@ -252,6 +242,7 @@ def main(argv=None):
     print(f"demo: logs of every step go to {log}", flush=True)
     started = time.monotonic()
     budget = [f"training.max_updates={args.max_updates}"] if args.max_updates is not None else []
+    print("[1/4] demo dataset", flush=True)
     ensure_data(lpr4m, args.seed, log)
 
     print("[2/4] zero-shot accuracy of the initial model", flush=True)
@@ -273,7 +264,7 @@ def main(argv=None):
         rerank = rerank_arguments(topk, args.rerank_fusion, args.rerank_weight)
         experiment = f"demo_rice_{variant}"
         metrics, rankings = evaluate(experiment, save_root, results_dir / experiment, rerank, log)
-        rows += trained_rows(LABELS[variant], metrics, rankings)
+        rows += trained_rows(LABELS[variant], metrics)
         trained_runs.append((LABELS[variant], rankings))
 
     draw_pictures(results_dir, lpr4m, zero_rankings, trained_runs)

@@ -2,7 +2,8 @@
 evaluations wrote (``rankings.jsonl``) and the demo data on disk, so no model is loaded.
 
 - ``before_after.png``: queries evenly spread over the test set, one per row: a frame of the
-  clip, then the top-5 shop images of the zero-shot model and of the trained one; ground-truth
+  clip (titled with the rank of its product in each ranking), then the top-5 shop images of
+  the zero-shot model and of the trained one; ground-truth
   images framed green, the others red (the colours of ``mmf.evaluation.pictures``, which
   draws one query per file, with the model's processed tensors).
 - ``recall_at_k.png``: R@k for k = 1..10 of each ranking and of chance.
@@ -77,7 +78,8 @@ def plot_before_after(path, lpr4m, runs, count=6):
         axis = axes[row, 0]
         axis.axis("on")
         frame = shown_frame(lpr4m, video_id, queries[video_id]["frames"])
-        _framed(axis, frame, f"query {row + 1}", None)
+        ranks = " / ".join(str(rankings[video_id]["rank"] or "-") for _, rankings in runs)
+        _framed(axis, frame, f"query {row + 1}\nrank {ranks}", None)
         for block, (label, rankings) in enumerate(runs):
             line = rankings[video_id]
             gt = set(line["gt"])
@@ -107,7 +109,7 @@ def plot_recall_at_k(path, curves, title):
     axis.set_ylabel("R@k (%)")
     axis.set_ylim(0, 100)
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, loc="lower right")
+    axis.legend(fontsize=8, loc="upper left")
     axis.set_title(title, fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=100)

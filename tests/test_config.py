@@ -227,3 +227,112 @@ def test_compat_keys_are_part_of_the_defaults_beside_them():
             for part in key.split("."):
                 node = node.get(part) if isinstance(node, dict) else None
             assert node is None, f"{key} is in {path.parent / 'defaults.yaml'} as well"
+
+
+# Part B of issue 14: each mistake is one line from mmf_cli/run.py (exit 1), never a traceback
+# or a silent run. The yaml cases write an experiment file on top of the toy project.
+def _cli_error(tmp_path, capsys, yaml_text="", extra=()):
+    from mmf_cli.run import run
+
+    experiment = tmp_path / "experiment.yaml"
+    experiment.write_text(f"includes:\n- {TRAIN_YAML}\n{yaml_text}")
+    opts = toy_opts(tmp_path / "save", "run_type=train", *extra)
+    opts[0] = f"config={experiment}"
+    with pytest.raises(SystemExit) as exit_info:
+        run(opts)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 1 and len(lines) == 1, lines
+    assert not (tmp_path / "save" / "current.ckpt").exists()
+    return lines[0].replace(str(experiment), "<experiment>")
+
+
+@pytest.mark.parametrize(
+    "yaml_text, extra, line",
+    [
+        (
+            "training:\n  batch_size: 4\ntraining:\n  max_updates: 2\n", (),
+            "duplicate key 'training' in <experiment>:5 (a second block would replace the first)",
+        ),
+        (
+            "training:\n  bach_size: 4\n", (),
+            "unknown config key in <experiment> or its includes: 'training.bach_size' "
+            "(did you mean 'training.batch_size'?)",
+        ),
+        (
+            "checkpoint:\n  max_to_keep: 1\n  resume_fiel: a.ckpt\n", (),
+            "unknown config key in <experiment> or its includes: 'checkpoint.resume_fiel' "
+            "(did you mean 'checkpoint.resume_file'?)",
+        ),
+        (
+            "optimizer:\n  params:\n    weight_decy: 0.1\n", (),
+            "unknown config key 'optimizer.params.weight_decy' (did you mean "
+            "'optimizer.params.weight_decay'?): optimizer 'adam_w' takes ['amsgrad', 'betas', "
+            "'capturable', 'differentiable', 'eps', 'foreach', 'fused', 'lr', 'maximize', "
+            "'weight_decay']",
+        ),
+        (
+            "optimizer:\n  params:\n    lr: 1e-3x\n", (),
+            "config key optimizer.params.lr must be a finite number, got '1e-3x'",
+        ),
+        (
+            "training:\n  batch_size: eight\n", (),
+            "config key training.batch_size must be an integer, got 'eight'",
+        ),
+        ("", ("run_type=trian",), "run_type 'trian' is not a combination of train, val, inference, "
+         "test joined by '_' (e.g. train_val_inference)"),
+        ("training:\n  max_updates: -5\n", (),
+         "config key training.max_updates must be >= 0, got -5"),
+        ("", ("training.num_workers=-1",),
+         "config key training.num_workers must be >= 0, got -1"),
+        ("", ("training.device=gpu",),
+         "training.device must be cpu, cuda or cuda:<index>, got 'gpu'"),
+        ("", ("training.seed=[1",), "command-line value training.seed=[1 is not valid YAML (did "
+         "not find expected ',' or ']'); quote a literal string: training.seed=\"'...'\""),
+        ("", ("training.bach_size=4",), "unknown config key 'training.bach_size': no config layer "
+         "defines it (new keys can come from yaml files, not from the command line)"),
+    ],
+)
+def test_config_mistakes_are_one_line(tmp_path, capsys, yaml_text, extra, line):
+    assert _cli_error(tmp_path, capsys, yaml_text, extra) == f"mmf_run: error: {line}"
+
+
+def test_negative_num_negatives_is_one_line():
+    from test_rice_model import tiny_rice
+
+    message = r"^model_config.rice.num_negatives must be an integer >= 0, got -1$"
+    with pytest.raises(ConfigError, match=message):
+        tiny_rice(num_negatives=-1)
+
+
+def test_yaml_and_command_line_values_read_as_omegaconf_reads_them(tmp_path):
+    path = tmp_path / "authors.yaml"
+    path.write_text("optimizer:\n  params:\n    lr: 1e-6  # as the authors write\n    eps: 5e-5 \n")
+    params = load_yaml(path).optimizer.params
+    assert (params.lr, params.eps) == (1e-6, 5e-5) and type(params.lr) is float
+    config = _config(
+        tmp_path,
+        "optimizer.params.lr=1e-6",
+        "training.lr_steps=[annotations/x.txt, 2]",
+        "checkpoint.resume_file=null",
+        "training.experiment_name='8'",
+        "evaluation.metrics[0].params.extra_fields=[]",
+    )
+    assert config.optimizer.params.lr == 1e-6 and type(config.optimizer.params.lr) is float
+    assert list(config.training.lr_steps) == ["annotations/x.txt", 2]
+    assert config.checkpoint.resume_file is None and config.training.experiment_name == "8"
+    assert [parse_value(v) for v in ("None", "", "~", "[a/b.txt]", "{a: 1}")] == [
+        None, None, None, ["a/b.txt"], {"a": 1},
+    ]
+
+
+def test_evaluation_warns_where_training_refuses(caplog):
+    from mmf.utils.config_checks import check_known_keys
+
+    defaults = OmegaConf.to_container(load_yaml(get_mmf_root() / "configs" / "defaults.yaml"))
+    saved = {"training": {"bach_size": 4}, "trainer": {"params": {"gpus": 8}}}
+    with caplog.at_level("WARNING"):
+        check_known_keys(saved, defaults, strict=False)
+    assert "unknown config key: 'training.bach_size' (did you mean 'training.batch_size'?); " \
+           "ignored" in caplog.text
+    with pytest.raises(ConfigError, match="training.bach_size"):
+        check_known_keys(saved, defaults)

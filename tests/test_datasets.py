@@ -2,7 +2,8 @@
 
 Covers both LPR train layouts, query / gallery / MovingFashion files, the evaluation helpers,
 bad data (missing / corrupt frames, malformed lines, mixed layouts), crop_to_box, the default
-configs and a DataLoader with 2 workers.
+configs and a DataLoader with 2 workers. Default file names, load-time validation and the
+evaluation-input checks are in test_annotation_files.py.
 """
 import json
 import logging
@@ -43,7 +44,8 @@ def write_jpeg(path, index, size=FRAME_SIZE):
     """A real photo crop (scikit-image), different for each ``index``."""
     global PHOTOS
     if PHOTOS is None:
-        PHOTOS = [getattr(skimage.data, name)() for name in ("astronaut", "chelsea", "coffee", "rocket")]
+        names = ("astronaut", "chelsea", "coffee", "rocket")
+        PHOTOS = [getattr(skimage.data, name)() for name in names]
     photo = PHOTOS[index % len(PHOTOS)]
     top = (index * 37) % (photo.shape[0] - 160)
     left = (index * 53) % (photo.shape[1] - 160)
@@ -66,7 +68,8 @@ def train_boxes(count):
 def lpr4m_line(clip_id, count, image_id):
     return "\t".join([
         clip_id, json.dumps(frame_ids(clip_id, count)), json.dumps(train_boxes(count)), image_id,
-        f"title {image_id[-1]}", "3", "apparel", f"asr of {clip_id[-5:]}", "small", "long", "single",
+        f"title {image_id[-1]}", "3", "apparel", f"asr of {clip_id[-5:]}",
+        "small", "long", "single",
     ])
 
 
@@ -96,7 +99,8 @@ def write_lpr_dataset(root):
     write_lines(root / "annotations/train_750k.txt", [lpr750k_line(*clip) for clip in TRAIN_CLIPS])
 
     queries = {}
-    for clip_id, count, gt, category in ((QUERY_A, 10, ["gA0"], "apparel"), (QUERY_B, 4, ["gB0.jpg"], None)):
+    query_clips = ((QUERY_A, 10, ["gA0"], "apparel"), (QUERY_B, 4, ["gB0.jpg"], None))
+    for clip_id, count, gt, category in query_clips:
         frames = []
         for frame_id in frame_ids(clip_id, count):
             write_jpeg(root / "query" / clip_id / f"{frame_id}.jpg", index)
@@ -117,7 +121,9 @@ def write_lpr_dataset(root):
     (root / "annotations/test_liveid_to_gallery_2.json").write_text(
         json.dumps({LIVE_A: ["gA0", "gA1", "gA9"], LIVE_B: ["gB0"]})
     )
-    write_lines(root / "annotations/test_videoid_asr_2.txt", [f"{QUERY_A}\tbuy this bag", f"{QUERY_B}\t"])
+    write_lines(
+        root / "annotations/test_videoid_asr_2.txt", [f"{QUERY_A}\tbuy this bag", f"{QUERY_B}\t"]
+    )
     write_lines(root / "annotations/test_image_title_1.txt", ["gA1.jpg\tred bag"])
 
 
@@ -175,7 +181,7 @@ def test_lpr4m_train_layout(lpr_root, caplog):
     assert "3 pairs in the LPR4M layout" in caplog.text
     assert len(dataset) == 3
     torch.manual_seed(0)
-    for (clip_id, count, image_id), sample in zip(TRAIN_CLIPS, dataset):
+    for (clip_id, count, image_id), sample in zip(TRAIN_CLIPS, dataset, strict=True):
         assert sample.video.shape == (10, 3, SIZE, SIZE) and sample.video.dtype == torch.float32
         assert sample.image.shape == (3, SIZE, SIZE)
         mask = sample.video_temporal_mask
@@ -235,7 +241,8 @@ def test_query_and_gallery_load_alone(lpr_root):
     assert (image.image_id, image.live_id, image.title) == ("gA1", LIVE_A, "red bag")
     assert gallery[2].live_id == LIVE_B and gallery[2].title == ""
     test = builder().load_dataset(config, "test")
-    assert len(test.datasets) == 2 and test.datasets[0].kind == "query" and test.datasets[1].kind == "gallery"
+    assert len(test.datasets) == 2
+    assert test.datasets[0].kind == "query" and test.datasets[1].kind == "gallery"
 
 
 def test_query_and_gallery_batches(lpr_root):
@@ -255,7 +262,10 @@ def test_evaluation_helpers(lpr_copy):
     os.remove(lpr_copy / "annotations/test_liveid_to_gallery_2.json")
     assert builder().live_galleries(config) == {LIVE_A: ["gA0", "gA1"], LIVE_B: ["gB0"]}
     annotations = lpr_copy / "annotations"
-    shutil.copy(annotations / "test_videoid_to_gtimage_2.json", annotations / "test_videoid_to_gtimage_3.json")
+    shutil.copy(
+        annotations / "test_videoid_to_gtimage_2.json",
+        annotations / "test_videoid_to_gtimage_3.json",
+    )
     with pytest.raises(DataError, match="2 files match"):
         builder().ground_truth(config)
     with pytest.raises(DataError, match="no file matches"):
@@ -304,14 +314,17 @@ def test_malformed_annotation_lines(lpr_copy):
     with pytest.raises(DataError, match=r"bad.txt:2: neither an LPR4M line .* found 2 columns"):
         builder().load_dataset(lpr_config(lpr_copy, "annotations/bad.txt"), "train")
     write_lines(path, [good, "", lpr750k_line(*TRAIN_CLIPS[1])])
-    with pytest.raises(DataError, match=r"bad.txt:3: line in the LPR750K layout, but line 1 is in the LPR4M"):
+    with pytest.raises(
+        DataError, match=r"bad.txt:3: line in the LPR750K layout, but line 1 is in the LPR4M"
+    ):
         builder().load_dataset(lpr_config(lpr_copy, "annotations/bad.txt"), "train")
     columns = good.split("\t")
     columns[1] = "[__import__('os').system('echo hacked')]"
     write_lines(path, [good, "\t".join(columns)])
-    dataset = builder().load_dataset(lpr_config(lpr_copy, "annotations/bad.txt"), "train")
-    with pytest.raises(DataError, match=r"bad.txt:2: column 2 \(frame ids\) is not a JSON or Python list"):
-        dataset[1]
+    with pytest.raises(
+        DataError, match=r"bad.txt:2: column 2 \(frame ids\) is not a JSON or Python list"
+    ):
+        builder().load_dataset(lpr_config(lpr_copy, "annotations/bad.txt"), "train")
     columns[1] = "[]"
     write_lines(path, ["\t".join(columns)])
     with pytest.raises(DataError, match=r"bad.txt:1: column 2 \(frame ids\) is empty"):
@@ -319,9 +332,11 @@ def test_malformed_annotation_lines(lpr_copy):
     columns = good.split("\t")
     columns[2] = "[[]]"
     write_lines(path, ["\t".join(columns)])
-    dataset = builder().load_dataset(lpr_config(lpr_copy, "annotations/bad.txt", crop_to_box=True), "train")
+    assert len(builder().load_dataset(lpr_config(lpr_copy, "annotations/bad.txt"), "train")) == 1
     with pytest.raises(DataError, match=r"bad.txt:1: column 3 has 1 box lists for 12 frames"):
-        dataset[0]
+        builder().load_dataset(
+            lpr_config(lpr_copy, "annotations/bad.txt", crop_to_box=True), "train"
+        )
     (lpr_copy / "annotations/query_tenframes.json").write_text('{"a": {"frames": []}}')
     with pytest.raises(DataError, match=r"query 'a': 'frames' must be a non-empty list"):
         builder().load_query(lpr_config(lpr_copy))
@@ -351,7 +366,10 @@ def test_crop_to_box(lpr_root):
     clip_id = TRAIN_CLIPS[1][0]
     video = dataset[1].video
     resize = dataset.eval_image_processor
-    frames = [Image.open(lpr_root / "training_frames" / clip_id / f"{f}.jpg") for f in frame_ids(clip_id, 3)]
+    frames = [
+        Image.open(lpr_root / "training_frames" / clip_id / f"{f}.jpg")
+        for f in frame_ids(clip_id, 3)
+    ]
     assert torch.equal(video[0], resize(frames[0].convert("RGB").crop((4, 6, 20, 30))))
     assert torch.equal(video[1], resize(frames[1].convert("RGB").crop((2, 2, 48, 40))))
     assert torch.equal(video[2], resize(frames[2].convert("RGB")))
@@ -426,7 +444,9 @@ def test_movingfashion(tmp_path):
     assert mf.query_difficulty(config) == {"vid1": "hard", "vid2": "regular"}
     assert mf.live_galleries(config) == {"movingfashion": ["imgA", "imgB", "imgC"]}
     write_lines(tmp_path / "annotations/training_videoinfo_full.txt", ["vid1\t[]\timgA"])
-    with pytest.raises(DataError, match=r"training_videoinfo_full.txt:1: expected 5 tab-separated columns"):
+    with pytest.raises(
+        DataError, match=r"training_videoinfo_full.txt:1: expected 5 tab-separated columns"
+    ):
         mf.load_dataset(config, "train")
 
 
@@ -434,7 +454,12 @@ def test_default_configs(lpr_root):
     config = Configuration(["dataset=videotoshop,movingfashion", "env.data_dir=/data"]).get_config()
     lpr, mf = config.dataset_config.videotoshop, config.dataset_config.movingfashion
     assert lpr.data_dir == "/data/lpr4m" and mf.data_dir == "/data/movingfashion"
-    assert lpr.annotations.train == ["annotations/training_videoinfo_750k.txt"]
+    assert (lpr.annotations.train, lpr.annotations.val) == ("auto", "auto")
+    assert list(lpr.known_annotations.train) == [
+        "annotations/training_videoinfo_750k.txt", "annotations/training_videoinfo_641821.txt",
+        "annotations/training_videoinfo_full_part_*.txt",
+    ]
+    assert list(lpr.known_annotations.val) == ["annotations/training_videoinfo_val.txt"]
     assert list(lpr.images.test) == ["query", "gallery"]
     assert (lpr.on_error, lpr.crop_to_box, lpr.debug) == ("raise", False, False)
     assert builder().config_path() == "configs/datasets/videotoshop/defaults.yaml"
@@ -453,7 +478,9 @@ def test_dataloader_two_workers(lpr_copy):
     os.remove(lpr_copy / "training_frames" / clip_id / f"{clip_id}-0002.jpg")
     lines = [lpr4m_line(*clip) for clip in TRAIN_CLIPS] * 3
     write_lines(lpr_copy / "annotations/train9.txt", lines)
-    dataset = builder().load_dataset(lpr_config(lpr_copy, "annotations/train9.txt", on_error="skip"), "train")
+    dataset = builder().load_dataset(
+        lpr_config(lpr_copy, "annotations/train9.txt", on_error="skip"), "train"
+    )
     run = OmegaConf.create({"training": {
         "batch_size": 3, "num_workers": 2, "drop_last": False, "shuffle": False,
         "pin_memory": False, "persistent_workers": False,
@@ -464,8 +491,10 @@ def test_dataloader_two_workers(lpr_copy):
     assert len(batches) == 3
     for batch in batches:
         assert batch.skipped_samples == 1
-        assert batch.video.shape == (2, 10, 3, SIZE, SIZE) and batch.image.shape == (2, 3, SIZE, SIZE)
-        assert batch.video_temporal_mask.shape == (2, 10) and batch.video_temporal_mask.dtype == torch.long
+        assert batch.video.shape == (2, 10, 3, SIZE, SIZE)
+        assert batch.image.shape == (2, 3, SIZE, SIZE)
+        assert batch.video_temporal_mask.shape == (2, 10)
+        assert batch.video_temporal_mask.dtype == torch.long
         assert batch.video_temporal_mask[1].tolist() == [1] + [0] * 9
         assert 1 <= batch.video_temporal_mask[0].sum() <= 10
         assert batch.video_id == [TRAIN_CLIPS[0][0], TRAIN_CLIPS[2][0]]

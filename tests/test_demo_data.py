@@ -25,10 +25,14 @@ MEDIUM = [
     "10",
     "--clips_per_product",
     "2",
-    "--num_val_products",
+    "--num_val_lives",
     "2",
-    "--val_clips_per_product",
+    "--val_query_products_per_live",
+    "1",
+    "--val_queries_per_live",
     "2",
+    "--val_distractors_per_live",
+    "24",
     "--num_train_lives",
     "2",
     "--num_lives",
@@ -41,16 +45,23 @@ MEDIUM = [
     "22",
     "--foreign_per_live",
     "28",
+    "--gallery_size",
+    "50",
+    "200",
 ]
 SMALL = [
     "--num_products",
     "6",
     "--clips_per_product",
     "2",
-    "--num_val_products",
+    "--num_val_lives",
     "2",
-    "--val_clips_per_product",
+    "--val_query_products_per_live",
     "1",
+    "--val_queries_per_live",
+    "1",
+    "--val_distractors_per_live",
+    "2",
     "--num_train_lives",
     "2",
     "--num_lives",
@@ -157,7 +168,7 @@ def check_gallery(out, gallery_lines):
     return gallery_by_live, referenced
 
 
-def check_queries(out, queries, gt, gallery_by_live):
+def check_queries(out, queries, gt, gallery_by_live, frame_root="query"):
     """Asserts every query clip and its ground truth; returns the query frame files."""
     referenced = set()
     for video_id, entry in queries.items():
@@ -170,8 +181,8 @@ def check_queries(out, queries, gt, gallery_by_live):
         for frame in entry["frames"]:
             clip_dir, name = frame.split("/")
             assert clip_dir == video_id and parse_frame_id(name[: -len(".jpg")]).clip_id == video_id
-            assert (out / "query" / frame).exists()
-            referenced.add(out / "query" / frame)
+            assert (out / frame_root / frame).exists()
+            referenced.add(out / frame_root / frame)
     return referenced
 
 
@@ -184,16 +195,16 @@ def count_distractors(gallery_by_live, queries):
     return distractors
 
 
-def check_side_files(ann, queries, all_gallery_ids):
-    """Asserts the ASR, title and frame-box files of the test split."""
-    (asr_file,) = ann.glob("test_videoid_asr_*.txt")
-    (title_file,) = ann.glob("test_image_title_*.txt")
-    (box_file,) = ann.glob("test_frameid2gtbox_*.json")
+def check_side_files(ann, queries, all_gallery_ids, prefix="test_"):
+    """Asserts the ASR, title and frame-box files of the test (or val) split."""
+    (asr_file,) = ann.glob(f"{prefix}videoid_asr_*.txt")
+    (title_file,) = ann.glob(f"{prefix}image_title_*.txt")
+    (box_file,) = ann.glob(f"{prefix}frameid2gtbox_*.json")
     asr = dict(line.split("\t") for line in asr_file.read_text().splitlines())
     assert set(asr) == set(queries) and all(asr.values())
     titles = dict(line.split("\t") for line in title_file.read_text().splitlines())
     assert (
-        title_file.name == f"test_image_title_{len(titles)}.txt"
+        title_file.name == f"{prefix}image_title_{len(titles)}.txt"
         and set(titles) == all_gallery_ids
     )
     frame_boxes = json.loads(box_file.read_text())
@@ -226,6 +237,101 @@ def check_test_split(out, ann, training_images):
     return referenced
 
 
+def read_retrieval_split(ann, prefix, query_file, gallery_file):
+    """(queries json, gallery lines, ground truth, {live_id: [image_id]}) of a split."""
+    queries = json.loads((ann / query_file).read_text())
+    gallery_lines = (ann / gallery_file).read_text().splitlines()
+    (gt_file,) = ann.glob(f"{prefix}videoid_to_gtimage_*.json")
+    (live_file,) = ann.glob(f"{prefix}liveid_to_gallery_*.json")
+    gt = json.loads(gt_file.read_text())
+    live_to_gallery = json.loads(live_file.read_text())
+    assert gt_file.name == f"{prefix}videoid_to_gtimage_{len(queries)}.json"
+    assert live_file.name == f"{prefix}liveid_to_gallery_{len(live_to_gallery)}.json"
+    return queries, gallery_lines, gt, live_to_gallery
+
+
+def check_val_split(out, ann, train_images, pair_images):
+    """Asserts the val retrieval split (frames under training_frames/, galleries under
+    gallery/, both with look-alike distractors) and that its pair file holds each val query
+    with its first ground-truth image; returns the image files it references."""
+    queries, gallery_lines, gt, live_to_gallery = read_retrieval_split(
+        ann, "val_", "val_query_tenframes.json", "val_gallery_main.txt"
+    )
+    assert len(queries) == 4 and len(live_to_gallery) == 2
+    gallery_by_live, referenced = check_gallery(out, gallery_lines)
+    assert gallery_by_live == live_to_gallery
+    assert all(50 <= len(images) <= 200 for images in gallery_by_live.values())
+    all_gallery_ids = {i for images in gallery_by_live.values() for i in images}
+    assert not all_gallery_ids & train_images
+    assert set(gt) == set(queries)
+    referenced |= check_queries(out, queries, gt, gallery_by_live, "training_frames")
+    assert count_distractors(gallery_by_live, queries) >= 40 * len(gallery_by_live)
+    check_side_files(ann, queries, all_gallery_ids, prefix="val_")
+    pairs = read_train_file(ann / "training_videoinfo_demo_val.txt")
+    assert {row[0]: row[3] for row in pairs} == {q: entry["gt"][0] for q, entry in queries.items()}
+    assert pair_images == {entry["gt"][0] for entry in queries.values()}
+    return referenced
+
+
+def test_val_split_is_disjoint_from_train_and_test(demo):
+    out, _, _ = demo
+    ann = out / "annotations"
+    val = read_retrieval_split(ann, "val_", "val_query_tenframes.json", "val_gallery_main.txt")
+    test = read_retrieval_split(ann, "test_", "query_tenframes.json", "gallery_main.txt")
+    train_rows = read_train_file(ann / "training_videoinfo_demo.txt")
+    train_clips = {row[0] for row in train_rows}
+    train_lives = {live_id_of(clip) for clip in train_clips}
+    train_images = {row[3] for row in train_rows}
+    (val_queries, _, _, val_lives), (test_queries, _, _, test_lives) = val, test
+    assert val_queries and not set(val_queries) & (set(test_queries) | train_clips)
+    assert not set(val_lives) & (set(test_lives) | train_lives)
+    val_images = {i for images in val_lives.values() for i in images}
+    test_images = {i for images in test_lives.values() for i in images}
+    assert not val_images & (test_images | train_images)
+    assert all(live_id_of(q) in val_lives for q in val_queries)
+
+
+def _planned_default_demo():
+    """The default demo's products, split and clips, planned as generate() does but not
+    rendered; returns (args, splits, train_ids, live pools, ClipPlan, {split: planned})."""
+    args = make_demo_data.parse_args(["--out", "unused"])
+    plan = make_demo_data._rng(args.seed, make_demo_data.TAG_PLAN)
+    photos = make_demo_data.load_source_photos(args.seed)
+    splits = make_demo_data.query_splits(args)
+    total = args.num_products + sum(split.num_products for split in splits)
+    products = make_demo_data.build_products(photos, total, args.seed)
+    train_ids, pools = make_demo_data.split_products(args, products, splits, plan)
+    backgrounds = make_demo_data.load_backgrounds()
+    clips = make_demo_data.ClipPlan(args.seed, plan, Path("unused"), backgrounds)
+    make_demo_data.plan_train_clips(clips, args, train_ids)
+    planned = {s.name: make_demo_data.plan_query_clips(clips, s, pools[s.name]) for s in splits}
+    return args, splits, train_ids, pools, clips, planned
+
+
+def test_default_demo_is_large_enough_to_tell_parts_apart():
+    """Issue 10: >= 400 test query clips from >= 8 livestreams, galleries of >= 60 images with
+    look-alike distractors, and a val split of the same kind, products disjoint."""
+    args, splits, train_ids, pools, clips, planned = _planned_default_demo()
+    queries = {}
+    for record in clips.records:
+        queries.setdefault(record["split"], []).append(record)
+    assert len(queries["test"]) >= 400 and len({r["live"] for r in queries["test"]}) >= 8
+    assert len(queries["val"]) >= 40 and len({r["live"] for r in queries["val"]}) >= 2
+    product_sets = [set(train_ids)] + [{p for pool in pools[s.name] for p in pool} for s in splits]
+    assert sum(map(len, product_sets)) == len(set().union(*product_sets))
+    shop_rng = make_demo_data._rng(args.seed, make_demo_data.TAG_SHOP)
+    for split in splits:
+        _, query_products = planned[split.name]
+        for live_index, queried in enumerate(query_products):
+            entries = make_demo_data._gallery_entries(
+                live_index, pools[split.name], queried, split, shop_rng
+            )
+            own_distractors = [p for p, _ in entries if p in pools[split.name][live_index]]
+            assert len(entries) >= 60, (split.name, live_index, len(entries))
+            assert len(set(own_distractors) - set(queried)) == split.distractors
+            assert len({p for p, _ in entries} - set(queried)) >= 30
+
+
 def test_demo_layout_and_formats(demo):
     out, stdout, seconds = demo
     ann = out / "annotations"
@@ -251,6 +357,7 @@ def test_demo_layout_and_formats(demo):
     assert len(train_images) == 10 and len(val_images) == 2
 
     referenced |= check_test_split(out, ann, train_images | val_images)
+    referenced |= check_val_split(out, ann, train_images, val_images)
     on_disk = {p for p in out.rglob("*.jpg")}
     assert on_disk == referenced, "every image on disk is referenced and vice versa"
 

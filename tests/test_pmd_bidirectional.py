@@ -150,6 +150,14 @@ def test_pfr_sharing_pmd_positive_pass_gives_the_separate_passes_losses_and_grad
         torch.testing.assert_close(shared_grads[name], grad, rtol=1e-9, atol=1e-12)
 
 
+def test_no_negatives_leaves_only_the_positive_column():
+    model = tiny_rice(num_negatives=0, pmd_directions=BOTH).train()
+    losses = model(tiny_batch(batch=3))["losses"]
+    # Cross-entropy over one column is 0, in both directions.
+    assert losses["vim_loss"].item() == 0 and losses["vim_video_loss"].item() == 0
+    assert losses["rec_loss"].item() > 0
+
+
 def test_pmd_directions_config_errors():
     for bad in (["image", "text"], [], ["video", "video"], "image"):
         with pytest.raises(ConfigError, match=r"model_config\.rice\.pmd_directions"):

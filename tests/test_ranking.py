@@ -194,3 +194,55 @@ def test_groups_of_different_sizes_match_python_per_group_sort(max_scores):
         expected = order[:4] + [-1] * (4 - len(order[:4]))
         assert result.topk_indices[row].tolist() == expected
         assert result.gallery_sizes[row].item() == sizes[live]
+
+
+def _reference_ranking(queries, query_groups, gallery, gallery_ids, gallery_groups, gt, topk):
+    """Per query: Python's stable sort of its own livestream's gallery, ranks and AP."""
+    out = []
+    for row, query in enumerate(gt):
+        members = [j for j, g in enumerate(gallery_groups) if g == query_groups[row]]
+        scores = {j: float(queries[row] @ gallery[j]) for j in members}
+        order = sorted(members, key=lambda j: -scores[j])
+        ranks = sorted(i + 1 for i, j in enumerate(order) if gallery_ids[j] in gt[query])
+        ap = sum((i + 1) / r for i, r in enumerate(ranks)) / len(ranks) if ranks else 0.0
+        top = order[:topk] + [-1] * (topk - len(order[:topk]))
+        out.append((ranks[0] if ranks else math.inf, ap, ranks, top, len(members)))
+    return out
+
+
+@pytest.mark.parametrize("max_scores", [1, 300, 1 << 20])
+def test_optimised_ranking_equals_reference_on_random_ties(max_scores):
+    """Interleaved and contiguous galleries, galleries larger than 8k (the bounded top-k)
+    and smaller than k, duplicate gallery ids and integer scores with many ties."""
+    generator = torch.Generator().manual_seed(3)
+    sizes = {"A": 130, "B": 3, "C": 95}
+    gallery_groups = ["A"] * 60 + ["C"] * 95 + ["B"] * 3 + ["A"] * 70  # A is split
+    ids = [f"g{i}" for i in range(len(gallery_groups))]
+    ids[5] = ids[200]  # one image twice in livestream A
+    gallery = torch.randint(-2, 3, (len(ids), 3), generator=generator).float()
+    queries = torch.randint(-2, 3, (40, 3), generator=generator).float()
+    query_groups = [("A", "B", "C")[i % 3] for i in range(40)]
+    members = {live: [ids[j] for j, g in enumerate(gallery_groups) if g == live] for live in sizes}
+    picks = torch.randint(0, 1000, (40, 3), generator=generator).tolist()
+    gt = {f"q{i}": [members[live][p % len(members[live])] for p in picks[i][: 1 + i % 3]]
+          for i, live in enumerate(query_groups)}
+    result = rank_queries(queries, list(gt), gallery, ids, gt, query_groups, gallery_groups,
+                          topk=12, max_scores=max_scores)
+    reference = _reference_ranking(queries, query_groups, gallery, ids, gallery_groups, gt, 12)
+    for row, (best, ap, ranks, top, size) in enumerate(reference):
+        assert result.ranks[row].item() == best
+        assert result.average_precision[row].item() == pytest.approx(ap)
+        assert result.positive_ranks[row, : len(ranks)].tolist() == ranks
+        assert result.topk_indices[row].tolist() == top
+        assert result.gallery_sizes[row].item() == size
+
+
+def test_stable_topk_equals_stable_sort_on_wide_rows_with_ties():
+    generator = torch.Generator().manual_seed(4)
+    scores = torch.randint(0, 6, (50, 400), generator=generator).float()
+    scores[0] = 1.0  # one row all tied
+    index, value = stable_topk(scores, 10)
+    for row in range(50):
+        order = sorted(range(400), key=lambda j: -scores[row, j].item())[:10]
+        assert index[row].tolist() == order
+        assert value[row].tolist() == scores[row, order].tolist()

@@ -103,3 +103,4 @@ def test_kill_during_checkpoint_write_then_resume(tmp_path, uninterrupted):
 
     assert_same_run(uninterrupted, resume(save_dir))
     assert sorted(os.listdir(save_dir / "models")) == [f"model_{n}.ckpt" for n in (10, 3, 6, 9)]
+    assert not [name for name in os.listdir(save_dir) if name.endswith(".tmp")]  # removed

@@ -1,5 +1,7 @@
 """Two gloo processes on CPU: ICL loss, its gradients, mined PMD negatives (with and without
-same-product exclusion) and the PMD loss equal the single-process values on the same global batch."""
+same-product exclusion) and the PMD loss equal the single-process values on the same global
+batch; so do the losses and every parameter gradient of bidirectional PMD + ICL + PFR."""
+
 import os
 
 import pytest
@@ -19,7 +21,7 @@ LOCAL_BATCH = 3
 IMAGE_IDS = ["a", "b", "c", "a", "d", "b"]
 
 
-def _tiny_rice():
+def _tiny_rice(**overrides):
     setup_imports()
     base = load_yaml("mmf/configs/models/rice/defaults.yaml").model_config.rice
     config = OmegaConf.merge(
@@ -30,9 +32,12 @@ def _tiny_rice():
             "tasks_sample_ratio": [0.6, 0.4],
             "image_encoder": {
                 "type": "openai_clip",
-                "params": dict(image_size=32, patch_size=8, width=64, layers=2, heads=4, output_dim=32),
+                "params": dict(
+                    image_size=32, patch_size=8, width=64, layers=2, heads=4, output_dim=32
+                ),
             },
         },
+        overrides,
     )
     torch.manual_seed(0)
     return build_model(config).eval()
@@ -44,7 +49,11 @@ def _global_batch():
     mask = torch.ones(batch, 3, dtype=torch.long)
     mask[1, 2:] = 0
     mask[4, 1:] = 0
-    return torch.randn(batch, 3, 32, 32, generator=g), torch.randn(batch, 3, 3, 32, 32, generator=g), mask
+    return (
+        torch.randn(batch, 3, 32, 32, generator=g),
+        torch.randn(batch, 3, 3, 32, 32, generator=g),
+        mask,
+    )
 
 
 def _compute(model, rows):
@@ -77,7 +86,9 @@ def _compute(model, rows):
 
 def _worker(rank, init_file, out_dir):
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE
+    )
     try:
         model = _tiny_rice()
         rows = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
@@ -91,7 +102,11 @@ def test_two_process_gloo_matches_single_process(tmp_path):
     setup_imports()  # imported once here, inherited by the forked workers
     # fork: the children reuse the imported modules (spawn would re-import torch and timm).
     mp.start_processes(
-        _worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD_SIZE, join=True, start_method="fork"
+        _worker,
+        args=(str(tmp_path / "init"), str(tmp_path)),
+        nprocs=WORLD_SIZE,
+        join=True,
+        start_method="fork",
     )
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD_SIZE)]
     single = _compute(_tiny_rice(), slice(0, WORLD_SIZE * LOCAL_BATCH))
@@ -106,5 +121,82 @@ def test_two_process_gloo_matches_single_process(tmp_path):
         else:
             assert torch.equal(got, single[key]), key
     # Same product "a" at global rows 0 and 3, "b" at 1 and 5: never mined for each other.
-    assert 3 not in single["negatives_excl"][0].tolist() and 0 not in single["negatives_excl"][3].tolist()
+    assert (
+        3 not in single["negatives_excl"][0].tolist()
+        and 0 not in single["negatives_excl"][3].tolist()
+    )
     assert 5 not in single["negatives_excl"][1].tolist()
+
+
+BIDIRECTIONAL = {
+    "tasks": ["vic", "vim", "rec"],
+    "tasks_sample_ratio": [0.6, 0.2, 0.2],
+    "pmd_directions": ["image", "video"],
+}
+
+
+def _compute_bidirectional(model, rows):
+    """Losses of bidirectional PMD + ICL + PFR with same-product exclusion, and the gradient of
+    every parameter divided by W (DDP averages gradients over ranks), for rows of the batch."""
+    image, video, mask = (t[rows] for t in _global_batch())
+    ids = [IMAGE_IDS[i] for i in range(rows.start, rows.stop)]
+    exclude = same_product_mask(ids, len(ids), image.device)
+    model.zero_grad(set_to_none=True)
+    image_global, image_tokens = model.image_encoder(image)
+    video_global, video_tokens = model._encode_frames(video)
+    losses, _ = model.transformer.training_losses(
+        image_global, image_tokens, video_global, video_tokens, mask, exclude
+    )
+    sum(losses.values()).backward()
+    out = {name: loss.detach() for name, loss in losses.items()}
+    for name, param in model.named_parameters():
+        if param.grad is not None:
+            out[f"grad/{name}"] = param.grad / get_world_size()
+    return out
+
+
+def _bidirectional_worker(rank, init_file, out_dir):
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE
+    )
+    try:
+        rows = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
+        out = _compute_bidirectional(_tiny_rice(**BIDIRECTIONAL), rows)
+        torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(180)
+def test_bidirectional_pmd_two_process_gloo_matches_single_process(tmp_path):
+    setup_imports()
+    mp.start_processes(
+        _bidirectional_worker,
+        args=(str(tmp_path / "init"), str(tmp_path)),
+        nprocs=WORLD_SIZE,
+        join=True,
+        start_method="fork",
+    )
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD_SIZE)]
+    single = _compute_bidirectional(_tiny_rice(**BIDIRECTIONAL), slice(0, WORLD_SIZE * LOCAL_BATCH))
+    assert {"vic_loss", "vim_loss", "vim_video_loss", "rec_loss"} <= set(single)
+    assert set(ranks[0]) == set(ranks[1]) == set(single)
+    grads = [key for key in single if key.startswith("grad/")]
+    # Encoder, cross model (both directions reach it), vim and rec heads, logit scale.
+    for part in (
+        "image_encoder.",
+        "transformer.transformer.",
+        "heads.vim",
+        "heads.rec",
+        "logit_scale",
+    ):
+        assert any(part in key for key in grads), part
+    for key, expected in single.items():
+        # Losses are per-rank means (average them); gradients were divided by W (sum them).
+        got = sum(r[key] for r in ranks)
+        if not key.startswith("grad/"):
+            got = got / WORLD_SIZE
+        torch.testing.assert_close(
+            got, expected, rtol=1e-4, atol=1e-6, msg=lambda m, k=key: f"{k}: {m}"
+        )

@@ -1,5 +1,6 @@
 """RICE math on a tiny CLIP-shaped model: ICL, mining, PMD, PFR gradients, the 8-head split,
 parameter groups, task sampling and the inference API."""
+
 import math
 
 import numpy as np
@@ -70,9 +71,15 @@ def test_contrastive_loss_equals_hand_computation():
     # logits_v2i[i][j] = s^2 <video_i, image_j>, logits_i2v[i][j] = s^2 <image_i, video_j>
     v2i = [[16 * 0.8, 0.0], [16 * (0.48 + 0.48), 16 * 0.8]]
     i2v = [[16 * 0.8, 16 * (0.48 + 0.48)], [0.0, 16 * 0.8]]
-    expected = -(
-        _log_softmax_at(v2i[0], 0) + _log_softmax_at(v2i[1], 1) + _log_softmax_at(i2v[0], 0) + _log_softmax_at(i2v[1], 1)
-    ) / 4
+    expected = (
+        -(
+            _log_softmax_at(v2i[0], 0)
+            + _log_softmax_at(v2i[1], 1)
+            + _log_softmax_at(i2v[0], 0)
+            + _log_softmax_at(i2v[1], 1)
+        )
+        / 4
+    )
     assert loss.item() == pytest.approx(expected, rel=1e-6)
     # Excluding column 1 of row 0 and column 0 of row 1 leaves only the positives: loss 0.
     exclude = torch.tensor([[False, True], [True, False]])
@@ -84,7 +91,9 @@ def test_hard_negative_cross_entropy():
     expected = -(_log_softmax_at([2.0, 1.0, 0.0], 0) + _log_softmax_at([0.0, 3.0, 1.0], 0)) / 2
     assert HardNegativeCrossEntropyLoss()(scores).item() == pytest.approx(expected, rel=1e-6)
     diag = HardNegativeCrossEntropyLoss({"diag": True})(scores[:, :2])
-    assert diag.item() == pytest.approx(-(_log_softmax_at([2.0, 1.0], 0) + _log_softmax_at([0.0, 3.0], 1)) / 2, rel=1e-6)
+    assert diag.item() == pytest.approx(
+        -(_log_softmax_at([2.0, 1.0], 0) + _log_softmax_at([0.0, 3.0], 1)) / 2, rel=1e-6
+    )
 
 
 def test_padded_frames_do_not_change_the_clip_embedding(model):
@@ -122,9 +131,18 @@ def test_mining_returns_top_non_positive_columns():
     exclude = torch.zeros(5, 8, dtype=torch.bool)
     exclude[0, indices[0, 0]] = True
     indices2, _ = mine_hard_negatives(similarity, positive, 3, exclude)
-    assert indices2[0].tolist() == [c for c in similarity[0].argsort(descending=True).tolist() if c not in (3, indices[0, 0].item())][:3]
+    assert (
+        indices2[0].tolist()
+        == [
+            c
+            for c in similarity[0].argsort(descending=True).tolist()
+            if c not in (3, indices[0, 0].item())
+        ][:3]
+    )
     # Fewer allowed columns than K: the extra slots are flagged invalid.
-    _, valid = mine_hard_negatives(similarity[:, :3], torch.tensor([0, 1, 2, 0, 1]), 3, torch.zeros(5, 3, dtype=torch.bool))
+    _, valid = mine_hard_negatives(
+        similarity[:, :3], torch.tensor([0, 1, 2, 0, 1]), 3, torch.zeros(5, 3, dtype=torch.bool)
+    )
     assert valid.shape == (5, 2) and valid.all()
     block = torch.ones(5, 3, dtype=torch.bool)
     _, valid = mine_hard_negatives(similarity[:, :3], torch.tensor([0, 1, 2, 0, 1]), 2, block)
@@ -149,7 +167,9 @@ def test_pmd_loss_matches_pair_scores_of_mined_candidates(model):
     with torch.no_grad():
         image_emb, image_tokens = model.encode_image(batch["image"])
         video_emb, video_tokens = model.encode_video(batch["video"], batch["video_temporal_mask"])
-        loss, metrics = head.pmd_loss(image_emb, video_emb, image_tokens, video_tokens, batch["video_temporal_mask"])
+        loss, metrics = head.pmd_loss(
+            image_emb, video_emb, image_tokens, video_tokens, batch["video_temporal_mask"]
+        )
         positive, negatives, _, _ = head.mine_negatives(image_emb, video_emb)
         rows = []
         for i in range(4):
@@ -178,7 +198,9 @@ def test_pair_score_ignores_padded_frames(model):
         score = model.pair_score(image_tokens, video_tokens, batch["video_temporal_mask"])
         noisy = video_tokens.clone()
         noisy[1, 2] = torch.randn_like(noisy[1, 2])
-        torch.testing.assert_close(model.pair_score(image_tokens, noisy, batch["video_temporal_mask"]), score)
+        torch.testing.assert_close(
+            model.pair_score(image_tokens, noisy, batch["video_temporal_mask"]), score
+        )
     assert score.shape == (4,) and model.has_pair_score
 
 
@@ -219,7 +241,12 @@ def test_pfr_gradients_reach_only_the_attention_path(model):
     assert not nonzero(in_proj[2 * width :])  # v
     assert not nonzero(cross_block.attn.in_proj_bias.grad[2 * width :])
     assert nonzero(cross_block.ln_1.weight.grad)
-    for module in (cross_block.attn.out_proj, cross_block.mlp, cross_block.ln_2, head.transformer.pooler):
+    for module in (
+        cross_block.attn.out_proj,
+        cross_block.mlp,
+        cross_block.ln_2,
+        head.transformer.pooler,
+    ):
         assert all(not nonzero(p.grad) for p in module.parameters())
     assert all(nonzero(p.grad) for p in self_block.attn.parameters())
     assert head.heads["vim"].weight.grad is None and head.logit_scale.grad is None
@@ -239,9 +266,15 @@ def test_pfr_mask_padding_option_changes_only_padded_clips():
     with torch.no_grad():
         _, image_tokens = plain.encode_image(batch["image"])
         _, video_tokens = plain.encode_video(batch["video"], batch["video_temporal_mask"])
-        full = [m.transformer.pfr_loss(image_tokens, video_tokens, batch["video_temporal_mask"]) for m in (plain, masked)]
+        full = [
+            m.transformer.pfr_loss(image_tokens, video_tokens, batch["video_temporal_mask"])
+            for m in (plain, masked)
+        ]
         batch["video_temporal_mask"][0, 1:] = 0
-        padded = [m.transformer.pfr_loss(image_tokens, video_tokens, batch["video_temporal_mask"]) for m in (plain, masked)]
+        padded = [
+            m.transformer.pfr_loss(image_tokens, video_tokens, batch["video_temporal_mask"])
+            for m in (plain, masked)
+        ]
     torch.testing.assert_close(full[0], full[1])
     assert not torch.allclose(padded[0], padded[1])
 
@@ -269,8 +302,12 @@ def test_cross_model_uses_clip_blocks_with_an_eight_head_split():
             clip[f"transformer.resblocks.{i}.{name}"] = torch.randn(*shape, generator=g) * 0.2
     model.init_from_clip(clip, "test")
     self_block, cross_block = model.transformer.layers
-    assert torch.equal(self_block.attn.in_proj_weight, clip["transformer.resblocks.2.attn.in_proj_weight"])
-    assert torch.equal(cross_block.attn.in_proj_weight, clip["transformer.resblocks.3.attn.in_proj_weight"])
+    assert torch.equal(
+        self_block.attn.in_proj_weight, clip["transformer.resblocks.2.attn.in_proj_weight"]
+    )
+    assert torch.equal(
+        cross_block.attn.in_proj_weight, clip["transformer.resblocks.3.attn.in_proj_weight"]
+    )
     assert torch.equal(model.embeddings.position_embedding.weight, clip["positional_embedding"])
     assert self_block.ln_1.eps == 1e-12 and cross_block.ln_1.eps == 1e-5
 
@@ -280,17 +317,31 @@ def test_cross_model_uses_clip_blocks_with_an_eight_head_split():
     valid[1, 4:] = False
     w = clip["transformer.resblocks.3.attn.in_proj_weight"]
     b = clip["transformer.resblocks.3.attn.in_proj_bias"]
-    h = F.layer_norm(query, (64,), clip["transformer.resblocks.3.ln_1.weight"], clip["transformer.resblocks.3.ln_1.bias"], 1e-5)
+    h = F.layer_norm(
+        query,
+        (64,),
+        clip["transformer.resblocks.3.ln_1.weight"],
+        clip["transformer.resblocks.3.ln_1.bias"],
+        1e-5,
+    )
     heads, maps = [], []
     for head in range(8):
         rows = slice(8 * head, 8 * head + 8)
         q = F.linear(h, w[:64][rows], b[:64][rows])
         k = F.linear(keys, w[64:128][rows], b[64:128][rows])
         v = F.linear(keys, w[128:][rows], b[128:][rows])
-        probs = ((q @ k.transpose(1, 2)) / math.sqrt(8)).masked_fill(~valid[:, None, :], float("-inf")).softmax(-1)
+        probs = (
+            ((q @ k.transpose(1, 2)) / math.sqrt(8))
+            .masked_fill(~valid[:, None, :], float("-inf"))
+            .softmax(-1)
+        )
         heads.append(probs @ v)
         maps.append(probs * math.sqrt(8))
-    attn = F.linear(torch.cat(heads, -1), clip["transformer.resblocks.3.attn.out_proj.weight"], clip["transformer.resblocks.3.attn.out_proj.bias"])
+    attn = F.linear(
+        torch.cat(heads, -1),
+        clip["transformer.resblocks.3.attn.out_proj.weight"],
+        clip["transformer.resblocks.3.attn.out_proj.bias"],
+    )
     with torch.no_grad():
         out, got_maps = cross_block.attn(h, keys, valid, return_attention=True)
         out_fast, _ = cross_block.attn(h, keys, valid)
@@ -300,7 +351,9 @@ def test_cross_model_uses_clip_blocks_with_an_eight_head_split():
 
 
 def test_self_block_is_pre_ln_attention_then_quickgelu_mlp():
-    block = SelfBlock(CrossConfig(hidden_size=16, intermediate_size=32, num_attention_heads=8)).eval()
+    block = SelfBlock(
+        CrossConfig(hidden_size=16, intermediate_size=32, num_attention_heads=8)
+    ).eval()
     x = torch.randn(2, 3, 16)
     with torch.no_grad():
         h = block.ln_1(x)
@@ -321,16 +374,28 @@ def test_parameter_groups(model):
     assert by_name["image_encoder.model.proj"] == (1e-6, 0.2)
     assert by_name["transformer.heads.vim.weight"] == pytest.approx((1e-4, 0.2))
     assert by_name["transformer.transformer.pooler.layer_norm.bias"] == pytest.approx((1e-4, 0.0))
-    assert by_name["transformer.transformer.transformer.layers.1.attn.in_proj_bias"] == pytest.approx((1e-4, 0.0))
-    assert by_name["transformer.transformer.embeddings.layer_norm.weight"] == pytest.approx((1e-4, 0.2))
+    assert by_name[
+        "transformer.transformer.transformer.layers.1.attn.in_proj_bias"
+    ] == pytest.approx((1e-4, 0.0))
+    assert by_name["transformer.transformer.embeddings.layer_norm.weight"] == pytest.approx(
+        (1e-4, 0.2)
+    )
     assert all(lr == 1e-6 for n, (lr, _) in by_name.items() if n.startswith("image_encoder."))
     assert all(wd == 0.0 for n, (_, wd) in by_name.items() if "bias" in n)
     optimizer = torch.optim.AdamW(groups)
     assert len(optimizer.param_groups) == 4
 
-    frozen = tiny_rice(training_head_type="contrastive", tasks=["vic"], tasks_sample_ratio=[1.0], freeze_image_encoder=True)
+    frozen = tiny_rice(
+        training_head_type="contrastive",
+        tasks=["vic"],
+        tasks_sample_ratio=[1.0],
+        freeze_image_encoder=True,
+    )
     groups = frozen.get_optimizer_parameters(config)
-    assert [g["names"] for g in groups] == [["transformer.logit_scale"], ["transformer.contrastive_norm.norm_s"]]
+    assert [g["names"] for g in groups] == [
+        ["transformer.logit_scale"],
+        ["transformer.contrastive_norm.norm_s"],
+    ]
     assert [g["lr"] for g in groups] == pytest.approx([1e-6, 1e-4])
     frozen.train()
     assert not frozen.image_encoder.training
@@ -339,8 +404,12 @@ def test_parameter_groups(model):
 def test_sample_tasks_draws_one_task_per_step_identically_on_every_rank():
     only_vim = tiny_rice(sample_tasks=True, tasks_sample_ratio=[0.0, 1.0, 0.0]).train()
     assert set(only_vim(tiny_batch())["losses"]) == {"vim_loss"}
-    a = tiny_rice(sample_tasks=True, tasks_sample_ratio=[0.5, 0.25, 0.25], tasks=["vic", "vim", "rec"])
-    b = tiny_rice(sample_tasks=True, tasks_sample_ratio=[0.5, 0.25, 0.25], tasks=["vic", "vim", "rec"])
+    a = tiny_rice(
+        sample_tasks=True, tasks_sample_ratio=[0.5, 0.25, 0.25], tasks=["vic", "vim", "rec"]
+    )
+    b = tiny_rice(
+        sample_tasks=True, tasks_sample_ratio=[0.5, 0.25, 0.25], tasks=["vic", "vim", "rec"]
+    )
     draws_a = [a.tasks[a._task_rng.choice(3, p=a.task_probs)] for _ in range(200)]
     draws_b = [b.tasks[b._task_rng.choice(3, p=b.task_probs)] for _ in range(200)]
     assert draws_a == draws_b
@@ -382,7 +451,9 @@ def test_eval_outputs_only_the_views_present(model):
     model.eval()
     batch = tiny_batch()
     with torch.no_grad():
-        query = model({"video": batch["video"], "video_temporal_mask": batch["video_temporal_mask"]})
+        query = model(
+            {"video": batch["video"], "video_temporal_mask": batch["video_temporal_mask"]}
+        )
         gallery = model({"image": batch["image"]})
         both = model(batch)
     assert set(query) == {"scores", "losses"} and set(gallery) == {"targets", "losses"}
@@ -392,7 +463,9 @@ def test_eval_outputs_only_the_views_present(model):
 
 
 def test_contrastive_head_trains_vic_with_norm_s():
-    model = tiny_rice(training_head_type="contrastive", tasks=["vic"], tasks_sample_ratio=[1.0]).train()
+    model = tiny_rice(
+        training_head_type="contrastive", tasks=["vic"], tasks_sample_ratio=[1.0]
+    ).train()
     out = model(tiny_batch())
     assert set(out["losses"]) == {"vic_loss"} and not model.has_pair_score
     out["losses"]["vic_loss"].backward()
@@ -400,13 +473,22 @@ def test_contrastive_head_trains_vic_with_norm_s():
     assert model.transformer.logit_scale.grad is None
     with pytest.raises(ConfigError):
         model.pair_score(None, None, None)
-    sampled = tiny_rice(training_head_type="contrastive", tasks=["vic"], tasks_sample_ratio=[1.0], sample_tasks=True)
+    sampled = tiny_rice(
+        training_head_type="contrastive", tasks=["vic"], tasks_sample_ratio=[1.0], sample_tasks=True
+    )
     sampled.load_state_dict(model.state_dict())
-    torch.testing.assert_close(sampled.train()(tiny_batch())["losses"]["vic_loss"], out["losses"]["vic_loss"])
+    torch.testing.assert_close(
+        sampled.train()(tiny_batch())["losses"]["vic_loss"], out["losses"]["vic_loss"]
+    )
 
 
 def test_rice_follows_a_timm_encoder_token_width():
-    model = tiny_rice(image_encoder={"type": "timm", "params": {"model_name": "resnet18", "pretrained_model_name": None}})
+    model = tiny_rice(
+        image_encoder={
+            "type": "timm",
+            "params": {"model_name": "resnet18", "pretrained_model_name": None},
+        }
+    )
     assert model.transformer.transformer.config.hidden_size == 512
     assert model.transformer.transformer.config.intermediate_size == 2048
     model.train()

@@ -29,3 +29,7 @@ class DataError(MMFError):
 
 class CheckpointError(MMFError):
     """A checkpoint file is missing, truncated or has the wrong layout."""
+
+
+class WriteError(MMFError, OSError):
+    """A file could not be written (full disk, no permission, a directory in the way)."""

@@ -44,7 +44,9 @@ def parse_clip_id(clip_id):
     """``<live_id>-<start_ts>-<end_ts>`` -> (live_id, start_ts, end_ts)."""
     match = _CLIP_RE.match(clip_id)
     if not match:
-        raise DataError(f"'{clip_id}' is not a clip id of the form <live_id uuid>-<start_ts>-<end_ts>")
+        raise DataError(
+            f"'{clip_id}' is not a clip id of the form <live_id uuid>-<start_ts>-<end_ts>"
+        )
     return match.group("live_id"), int(match.group("start_ts")), int(match.group("end_ts"))
 
 
@@ -52,7 +54,9 @@ def parse_frame_id(frame_id):
     """``<clip_id>-<frame_index>`` -> FrameRef."""
     match = _FRAME_RE.match(frame_id)
     if not match:
-        raise DataError(f"'{frame_id}' is not a frame id of the form <live_id>-<start_ts>-<end_ts>-<index>")
+        raise DataError(
+            f"'{frame_id}' is not a frame id of the form <live_id>-<start_ts>-<end_ts>-<index>"
+        )
     clip_id = match.group("clip_id")
     return FrameRef(live_id_of(clip_id), clip_id, int(match.group("frame_index")), frame_id)
 
@@ -70,7 +74,8 @@ def parse_frame_url(url):
     stem = url_stem(url)
     if _FRAME_RE.match(stem) is None:
         raise DataError(
-            f"URL '{url}' is not an LPR4M frame URL (<prefix>/<live_id>-<start_ts>-<end_ts>-<index>.jpg)"
+            f"URL '{url}' is not an LPR4M frame URL "
+            f"(<prefix>/<live_id>-<start_ts>-<end_ts>-<index>.jpg)"
         )
     return parse_frame_id(stem)
 

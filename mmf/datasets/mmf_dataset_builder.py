@@ -1,6 +1,7 @@
 """``MMFDatasetBuilder``: one dataset per entry of ``annotations.<split>``, concatenated."""
 from mmf.datasets.base_dataset_builder import BaseDatasetBuilder
 from mmf.datasets.concat_dataset import MMFConcatDataset
+from mmf.datasets.mmf_dataset import annotation_files
 
 
 class MMFDatasetBuilder(BaseDatasetBuilder):
@@ -9,9 +10,7 @@ class MMFDatasetBuilder(BaseDatasetBuilder):
         self.dataset_class = dataset_class
 
     def load(self, config, dataset_type="train"):
-        annotations = (config.get("annotations") or {}).get(dataset_type) or []
-        if isinstance(annotations, str):
-            annotations = [annotations]
+        annotations = annotation_files(config, dataset_type, self.dataset_name, log=True)
         if not annotations:
             return None
         datasets = [

@@ -3,18 +3,22 @@
 ``encode_gallery`` / ``encode_queries`` run ``model.encode_image`` / ``model.encode_video``
 over a dataset in order (no shuffling, no augmentation) and return ``Encoded`` embeddings
 with their normalised ids and live ids. With PMD re-ranking the gallery tokens go to a
-float16 ``TokenStore`` on disk and each query batch is handed to the re-ranker right after
-it is encoded, so no clip's tokens are kept. ``save_embeddings`` writes the cache
+float16 ``TokenStore`` on disk (a file private to the process) and each query batch is handed
+to the re-ranker right after it is encoded, so no clip's tokens are kept. ``save_embeddings``
+writes the cache
 ``<out>/embeddings.pt``.
 """
 import dataclasses
 import os
+import tempfile
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from mmf.datasets.ids import normalize_id
+from mmf.datasets.prefetch import to_device
+from mmf.utils.file_io import atomic_write
 
 EMBEDDINGS_FILE = "embeddings.pt"
 
@@ -45,6 +49,7 @@ def make_loader(dataset, batch_size, num_workers):
         num_workers=num_workers,
         collate_fn=collate_fn,
         drop_last=False,
+        pin_memory=torch.cuda.is_available(),
         persistent_workers=False,
     )
 
@@ -57,7 +62,7 @@ def encode_gallery(model, loader, device, token_store=None, progress=True, globa
     for batch in tqdm(loader, desc="gallery", unit="batch", disable=not progress):
         size = len(batch.get("image_id") or [])
         if size:
-            emb, tokens = model.encode_image(batch["image"].to(device, non_blocking=True))
+            emb, tokens = model.encode_image(to_device(batch, device)["image"])
             chunks.append(emb.float().cpu())
             if token_store is not None:
                 token_store.append(tokens)
@@ -74,8 +79,8 @@ def encode_queries(model, loader, device, on_batch=None, progress=True, global_g
     for batch in tqdm(loader, desc="queries", unit="batch", disable=not progress):
         size = len(batch.get("video_id") or [])
         if size:
-            video = batch["video"].to(device, non_blocking=True)
-            mask = batch["video_temporal_mask"].to(device, non_blocking=True)
+            moved = to_device(batch, device)
+            video, mask = moved["video"], moved["video_temporal_mask"]
             emb, tokens = model.encode_video(video, mask)
             batch_ids = [normalize_id(i) for i in batch["video_id"]]
             batch_groups = _groups(batch, size, global_gallery)
@@ -94,11 +99,13 @@ def _groups(batch, size, global_gallery):
 
 
 class TokenStore:
-    """Gallery tokens [G, T, D] in a float16 ``numpy.memmap`` at ``path`` (rows in encoding
-    order)."""
+    """Gallery tokens [G, T, D] in a float16 ``numpy.memmap`` (rows in encoding order), in a
+    file of this process's own under ``folder`` (``.gallery_tokens.<random>.npy``), removed by
+    ``close``: evaluations sharing a folder never read each other's tokens."""
 
-    def __init__(self, path, capacity):
-        self.path = path
+    def __init__(self, folder, capacity):
+        handle, self.path = tempfile.mkstemp(prefix=".gallery_tokens.", suffix=".npy", dir=folder)
+        os.close(handle)
         self.capacity = capacity
         self.array = None
         self.size = 0
@@ -126,16 +133,15 @@ class TokenStore:
 
 
 def save_embeddings(path, checkpoint, queries, gallery):
-    """The embedding cache: both sides' ids, live ids and embeddings, and the checkpoint."""
-    torch.save(
-        {
-            "checkpoint": os.path.abspath(checkpoint),
-            "query_ids": queries.ids,
-            "query_groups": queries.groups,
-            "query_emb": queries.emb,
-            "gallery_ids": gallery.ids,
-            "gallery_groups": gallery.groups,
-            "gallery_emb": gallery.emb,
-        },
-        path,
-    )
+    """The embedding cache: both sides' ids, live ids and embeddings, and the checkpoint
+    (written atomically)."""
+    cache = {
+        "checkpoint": os.path.abspath(checkpoint),
+        "query_ids": queries.ids,
+        "query_groups": queries.groups,
+        "query_emb": queries.emb,
+        "gallery_ids": gallery.ids,
+        "gallery_groups": gallery.groups,
+        "gallery_emb": gallery.emb,
+    }
+    atomic_write(path, lambda handle: torch.save(cache, handle))

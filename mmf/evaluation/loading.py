@@ -8,7 +8,8 @@
 - ``load_eval_model``: builds the model and loads the checkpoint strictly (ours, or the
   authors' files whose keys carry ``module.`` prefixes).
 - ``load_eval_data``: query and gallery datasets, ground truth and breakdown labels from
-  the dataset's builder; ``read_conditional`` / ``restrict`` keep a listed subset of queries.
+  the dataset's builder; ``load_val_data``: the same for the validation split (choosing a
+  re-ranking weight); ``read_conditional`` / ``restrict`` keep a listed subset of queries.
 """
 import dataclasses
 import os
@@ -18,7 +19,9 @@ from omegaconf import OmegaConf
 
 from mmf.common.errors import CheckpointError, ConfigError, DataError
 from mmf.common.registry import registry
+from mmf.datasets.builders.videotoshop.database import annotation_kind
 from mmf.datasets.ids import normalize_id
+from mmf.datasets.mmf_dataset import annotation_files
 from mmf.utils.build import build_model
 from mmf.utils.checkpoint import load_state_dict_file, strip_module_prefix
 from mmf.utils.configuration import (
@@ -80,13 +83,14 @@ def _dataset_name(saved, requested, config_file):
 
 
 def default_checkpoint(config, config_file):
-    """``<env.save_dir>/<model>_final.pth``, else the same name next to ``config_file``."""
+    """``<model>_final.pth`` next to ``config_file`` (the run folder), else in the saved
+    ``env.save_dir``. The config's own folder comes first: a relative ``env.save_dir`` would
+    be read against the current folder, where a different run of the same name may live."""
     name = f"{config.model}_final.pth"
-    candidates = []
+    candidates = [os.path.join(os.path.dirname(os.path.abspath(config_file)), name)]
     save_dir = OmegaConf.select(config, "env.save_dir", default=None)
     if save_dir:
-        candidates.append(os.path.join(os.path.expanduser(str(save_dir)), name))
-    candidates.append(os.path.join(os.path.dirname(os.path.abspath(config_file)), name))
+        candidates.append(os.path.abspath(os.path.join(os.path.expanduser(str(save_dir)), name)))
     for path in candidates:
         if os.path.isfile(path):
             return path
@@ -146,6 +150,60 @@ def load_eval_data(config, dataset_name, global_gallery):
         ground_truth=builder.ground_truth(node),
         labels=labels,
         global_gallery=global_gallery,
+    )
+
+
+def load_val_data(config, dataset_name, global_gallery):
+    """The validation split as ``EvalData`` (``labels`` empty), to choose a re-ranking
+    weight on: ``annotations.val`` listing a query json and a gallery list (ground truth from
+    the json's ``gt``), or pair files (queries: each clip once; gallery: each image once per
+    livestream, or once with ``global_gallery``; ground truth: the images paired with a clip,
+    as the in-training validation). ``ConfigError`` when the dataset has no val split."""
+    node = config.dataset_config[dataset_name]
+    entries = annotation_files(node, "val", dataset_name)
+    if not entries:
+        raise ConfigError(
+            f"--rerank_weight auto chooses the weight on the validation split, but "
+            f"dataset_config.{dataset_name}.annotations.val lists no file"
+        )
+    builder = registry.get_builder_class(dataset_name)()
+    data_dir = str(node.get("data_dir") or "")
+    kinds = [annotation_kind(os.path.join(data_dir, str(entry))) for entry in entries]
+    if "query" in kinds:
+        query_dataset = builder.load_query(node, "val")
+        gallery_dataset = builder.load_gallery(node, "val")
+        ground_truth = {r.video_id: r.gt for r in query_dataset.records if r.gt}
+    else:
+        pairs = builder.load(node, "val")
+        pairs.init_processors()
+        query_dataset, gallery_dataset, ground_truth = _pair_views(pairs, global_gallery)
+    if not ground_truth:
+        raise DataError(
+            f"dataset_config.{dataset_name}.annotations.val {entries}: no query with ground truth"
+        )
+    return EvalData(query_dataset, gallery_dataset, ground_truth, {}, global_gallery)
+
+
+def _pair_views(pairs, global_gallery):
+    """Query and gallery views (``Subset``) of a pair dataset, and its ground truth."""
+    query_rows, gallery_rows, ground_truth = {}, {}, {}
+    offset = 0
+    for part in getattr(pairs, "datasets", None) or [pairs]:
+        for index in range(len(part)):
+            record = part.records[index]
+            video_id, image_id = normalize_id(record.video_id), normalize_id(record.image_id)
+            targets = ground_truth.setdefault(video_id, [])
+            if image_id not in targets:
+                targets.append(image_id)
+            query_rows.setdefault(video_id, offset + index)
+            group = None if global_gallery else record.live_id
+            gallery_rows.setdefault((group, image_id), offset + index)
+        offset += len(part)
+    subset = torch.utils.data.Subset
+    return (
+        subset(pairs, list(query_rows.values())),
+        subset(pairs, list(gallery_rows.values())),
+        ground_truth,
     )
 
 

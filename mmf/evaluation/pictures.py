@@ -110,7 +110,7 @@ def _draw_query(model, items, result, reranked, number, row, out_dir, device):
                 images[image_id] = items.image(group, image_id)
     name = f"{number:03d}_{query_id[:60]}"
     paths = [os.path.join(out_dir, f"query_{name}.png")]
-    _plot_rankings(paths[0], query_id, frames, rankings, images, set(gt))
+    plot_rankings(paths[0], query_id, frames, rankings, images, set(gt))
     target = _attention_target(result, row, gt, group, items)
     if target is None or not getattr(model, "has_pair_score", False):
         return paths
@@ -135,7 +135,10 @@ def _index(dataset, key):
     return {key(record): position for position, record in enumerate(records)}
 
 
-def _plot_rankings(path, query_id, frames, rankings, images, gt):
+def plot_rankings(path, query_id, frames, rankings, images, gt=None):
+    """PNG of a clip's ``frames`` ([3,H,W] tensors) over rows of ``rankings`` ([(label,
+    [(image_id, score), ...])]) drawn from ``images`` {image_id: [3,H,W]}; with ``gt`` (a set
+    of ids) hits are framed green, misses red (``mmf.predict`` has none: grey)."""
     columns = max(len(frames), TOP)
     figure, axes = plt.subplots(
         1 + len(rankings), columns, figsize=(1.8 * columns, 2.0 * (1 + len(rankings))),
@@ -150,12 +153,12 @@ def _plot_rankings(path, query_id, frames, rankings, images, gt):
         for position, (image_id, score) in enumerate(top):
             axis = axes[line, position]
             axis.imshow(to_display(images[image_id]))
-            hit = image_id in gt
+            color = "grey" if gt is None else ("green" if image_id in gt else "red")
             axis.axis("on")
             axis.set_xticks([])
             axis.set_yticks([])
             for spine in axis.spines.values():
-                spine.set_color("green" if hit else "red")
+                spine.set_color(color)
                 spine.set_linewidth(3)
             axis.set_title(f"{label} #{position + 1} {score:.3f}\n{image_id[:18]}", fontsize=7)
     figure.suptitle(f"query {query_id}", fontsize=8)

@@ -69,11 +69,13 @@ class RankingResult:
 
 class _Unit(NamedTuple):
     """Queries of one group scored together: positions into the ground-truth list, the
-    group's gallery rows, and ``{gallery id: [columns within those rows]}``."""
+    group's gallery rows, and the (query, column) pairs of their ground-truth images:
+    ``pair_queries[i]`` indexes ``positions``, ``pair_columns[i]`` indexes ``rows``."""
 
     positions: list
     rows: list
-    columns_of_id: dict
+    pair_queries: list
+    pair_columns: list
 
 
 class _BucketRanks(NamedTuple):
@@ -88,14 +90,14 @@ class _BucketRanks(NamedTuple):
     gallery_sizes: torch.Tensor  # [Q]
 
 
-def normalize_ground_truth(ground_truth):
+def normalize_ground_truth(ground_truth, normalize=normalize_id):
     """``{query_id: id or [ids]}`` -> ``{normalised query id: [normalised ids]}`` (first
     occurrence order, repeats dropped)."""
     normalized = {}
     for query_id, targets in ground_truth.items():
         if isinstance(targets, (str, bytes)):
             targets = [targets]
-        normalized[normalize_id(query_id)] = list(dict.fromkeys(normalize_id(t) for t in targets))
+        normalized[normalize(query_id)] = list(dict.fromkeys(normalize(t) for t in targets))
     return normalized
 
 
@@ -109,7 +111,7 @@ def rank_queries(
     gallery_groups=None,
     topk=10,
     device="cpu",
-    max_scores=1 << 23,
+    max_scores=1 << 20,
 ):
     """Rank every ground-truth query against the gallery of its group.
 
@@ -123,26 +125,27 @@ def rank_queries(
         topk: length of the top lists kept per query.
         device: where scores are computed ("cpu" or "cuda").
         max_scores: score-matrix elements computed at once. Groups of similar gallery size
-            are scored together with one batched matrix product (padded), so the whole
-            LPR4M test set takes a handful of tensor operations rather than a few per
-            livestream; a group larger than this is split by queries.
+            are scored together with one batched matrix product (padded), so many small
+            livestreams cost a few tensor operations; a group larger than this is split by
+            queries. The default keeps a batch's scores (4 MiB) in a CPU's cache while they
+            are compared and counted.
 
     Raises ``DataError`` for a query (with ground truth) whose group has no gallery, for
     duplicate query ids and for non-finite embeddings.
     """
+    normalize = _memoized(normalize_id)
     query_ids, gallery_ids, query_groups, gallery_groups = _check_inputs(
-        query_emb, query_ids, gallery_emb, gallery_ids, query_groups, gallery_groups
+        query_emb, query_ids, gallery_emb, gallery_ids, query_groups, gallery_groups, normalize
     )
-    ground_truth = normalize_ground_truth(ground_truth)
+    ground_truth = normalize_ground_truth(ground_truth, normalize)
     row_of_query = _row_of_query(query_ids)
     gt_queries = list(ground_truth)
     units = _work_units(
-        gt_queries, row_of_query, query_groups, gallery_groups, gallery_ids, max_scores
+        gt_queries, ground_truth, row_of_query, query_groups, gallery_groups, gallery_ids,
+        max_scores,
     )
     ranked = [
-        _rank_bucket(
-            bucket, query_emb, gallery_emb, row_of_query, gt_queries, ground_truth, topk, device
-        )
+        _rank_bucket(bucket, query_emb, gallery_emb, row_of_query, gt_queries, topk, device)
         for bucket in _buckets(units, max_scores)
     ]
     tensors, no_positive = _assemble(ranked, len(gt_queries), topk)
@@ -156,12 +159,28 @@ def rank_queries(
     )
 
 
-def _check_inputs(query_emb, query_ids, gallery_emb, gallery_ids, query_groups, gallery_groups):
+def _memoized(function):
+    """``function`` of one hashable argument, computed once per distinct argument (query ids
+    recur as ground-truth keys, gallery ids as ground-truth images)."""
+    cache = {}
+
+    def call(value):
+        result = cache.get(value)
+        if result is None:
+            result = cache[value] = function(value)
+        return result
+
+    return call
+
+
+def _check_inputs(
+    query_emb, query_ids, gallery_emb, gallery_ids, query_groups, gallery_groups, normalize
+):
     """Normalised ids, and the groups (one global group when both are None)."""
     if (query_groups is None) != (gallery_groups is None):
         raise ValueError("query_groups and gallery_groups must both be given or both be None")
-    query_ids = [normalize_id(q) for q in query_ids]
-    gallery_ids = [normalize_id(g) for g in gallery_ids]
+    query_ids = [normalize(q) for q in query_ids]
+    gallery_ids = [normalize(g) for g in gallery_ids]
     if query_emb.shape[0] != len(query_ids) or gallery_emb.shape[0] != len(gallery_ids):
         raise ValueError(
             f"{query_emb.shape[0]} query embeddings for {len(query_ids)} ids, "
@@ -184,7 +203,9 @@ def _row_of_query(query_ids):
     return row_of_query
 
 
-def _work_units(gt_queries, row_of_query, query_groups, gallery_groups, gallery_ids, max_scores):
+def _work_units(
+    gt_queries, ground_truth, row_of_query, query_groups, gallery_groups, gallery_ids, max_scores
+):
     """One ``_Unit`` per group with queries (split by queries when its scores exceed
     ``max_scores``); ``DataError`` naming a group that has queries but no gallery."""
     gallery_rows = {}
@@ -203,13 +224,40 @@ def _work_units(gt_queries, row_of_query, query_groups, gallery_groups, gallery_
                 f"livestream {group!r} has no gallery images, but {len(positions)} "
                 f"ground-truth queries (e.g. {gt_queries[positions[0]]!r}) belong to it"
             )
-        columns_of_id = {}
-        for column, row in enumerate(rows):
-            columns_of_id.setdefault(gallery_ids[row], []).append(column)
+        first, more = _columns_of_ids([gallery_ids[row] for row in rows])
         step = max(1, max_scores // len(rows))
         for begin in range(0, len(positions), step):
-            units.append(_Unit(positions[begin : begin + step], rows, columns_of_id))
+            part = positions[begin : begin + step]
+            targets = (ground_truth[gt_queries[p]] for p in part)
+            units.append(_Unit(part, rows, *_positive_pairs(targets, first, more)))
     return units
+
+
+def _columns_of_ids(ids):
+    """``{id: first column}`` and ``{id: [later columns]}`` for ids that repeat (plain
+    dicts of ints: a list per id would make Python's garbage collector walk them all)."""
+    first, more = {}, {}
+    for column, gallery_id in enumerate(ids):
+        if first.setdefault(gallery_id, column) != column:
+            more.setdefault(gallery_id, []).append(column)
+    return first, more
+
+
+def _positive_pairs(targets_of_queries, first, more):
+    """Flat ``(query index, column)`` pairs of each query's ground-truth images, grouped by
+    query in order."""
+    queries, columns = [], []
+    for index, targets in enumerate(targets_of_queries):
+        for target in targets:
+            column = first.get(target)
+            if column is None:
+                continue
+            queries.append(index)
+            columns.append(column)
+            for column in more.get(target, ()):
+                queries.append(index)
+                columns.append(column)
+    return queries, columns
 
 
 def _assemble(ranked, num, topk):
@@ -255,10 +303,8 @@ def _buckets(units, max_scores):
         yield bucket
 
 
-def _rank_bucket(
-    bucket, query_emb, gallery_emb, row_of_query, gt_queries, ground_truth, topk, device
-):
-    """Score and rank the units of one bucket with one batched matrix product; returns
+def _rank_bucket(bucket, query_emb, gallery_emb, row_of_query, gt_queries, topk, device):
+    """Score and rank the units of one bucket with one (batched) matrix product; returns
     ``_BucketRanks`` of the bucket's real (unpadded) queries."""
     width = max(len(unit.positions) for unit in bucket)
     size = max(len(unit.rows) for unit in bucket)
@@ -266,37 +312,32 @@ def _rank_bucket(
     query_valid = torch.zeros(len(bucket), width, dtype=torch.bool)
     gallery_index = torch.zeros(len(bucket), size, dtype=torch.long)
     gallery_valid = torch.zeros(len(bucket), size, dtype=torch.bool)
-    positives, positions, sizes = [], [], []
-    for slot, (unit_positions, rows, columns_of_id) in enumerate(bucket):
-        count = len(unit_positions)
+    pair_rows, pair_columns, positions, sizes = [], [], [], []
+    for slot, unit in enumerate(bucket):
+        count = len(unit.positions)
         query_rows[slot, :count] = torch.as_tensor(
-            [row_of_query[gt_queries[p]] for p in unit_positions]
+            [row_of_query[gt_queries[p]] for p in unit.positions]
         )
         query_valid[slot, :count] = True
-        gallery_index[slot, : len(rows)] = torch.as_tensor(rows)
-        gallery_valid[slot, : len(rows)] = True
-        for p in unit_positions:
-            targets = ground_truth[gt_queries[p]]
-            positives.append([c for gt in targets for c in columns_of_id.get(gt, ())])
-        positives.extend([] for _ in range(width - count))
-        positions.extend(unit_positions)
-        sizes.extend([len(rows)] * count)
+        gallery_index[slot, : len(unit.rows)] = torch.as_tensor(unit.rows)
+        gallery_valid[slot, : len(unit.rows)] = True
+        pair_rows.append(torch.as_tensor(unit.pair_queries, dtype=torch.long) + slot * width)
+        pair_columns.extend(unit.pair_columns)
+        positions.extend(unit.positions)
+        sizes.extend([len(unit.rows)] * count)
 
-    queries = query_emb[query_rows.flatten()].view(len(bucket), width, -1)
-    gallery = gallery_emb[gallery_index.flatten()].view(len(bucket), size, -1)
-    queries = queries.to(device=device, dtype=torch.float32)
-    gallery = gallery.to(device=device, dtype=torch.float32)
-    scores = torch.bmm(queries, gallery.transpose(1, 2))
-    scores = scores.masked_fill(~gallery_valid.to(device)[:, None, :], -math.inf).flatten(0, 1)
-
+    scores = _scores(query_emb, gallery_emb, query_rows, gallery_index, gallery_valid, device)
+    columns = _pad_ragged(
+        torch.cat(pair_rows), torch.as_tensor(pair_columns, dtype=torch.long),
+        len(bucket) * width, fill=-1,
+    )
     keep = query_valid.flatten().nonzero()[:, 0]
-    positive_ranks, ap = _positive_ranks(scores, positives)
-    index, value = stable_topk(scores, topk)
+    positive_ranks, ap, index, value = _rank_rows(scores, columns.to(scores.device), topk)
     index, value = index.cpu(), value.cpu()
     slots = torch.arange(len(bucket)).repeat_interleave(width)[:, None].expand_as(index)
-    rows = gallery_index[slots, index]
-    real = gallery_valid[slots, index]
-    rows = torch.where(real, rows, -1)
+    safe = index.clamp(min=0)
+    real = (index >= 0) & gallery_valid[slots, safe]
+    rows = torch.where(real, gallery_index[slots, safe], -1)
     value = torch.where(real, value, math.nan)
     return _BucketRanks(
         positions=torch.as_tensor(positions, dtype=torch.long),
@@ -309,6 +350,37 @@ def _rank_bucket(
     )
 
 
+def _scores(query_emb, gallery_emb, query_rows, gallery_index, gallery_valid, device):
+    """[B*W, S] float32 scores of B units' (padded) queries against their (padded)
+    galleries; -inf in padding gallery columns. One unit (the common case on LPR4M) is one
+    matrix product on a slice of the gallery when its rows are contiguous."""
+    num, width = query_rows.shape
+    size = gallery_index.shape[1]
+    queries = query_emb.index_select(0, query_rows.flatten()).view(num, width, -1)
+    queries = queries.to(device=device, dtype=torch.float32)
+    first = int(gallery_index[0, 0])
+    if num == 1 and torch.equal(gallery_index[0], torch.arange(first, first + size)):
+        gallery = gallery_emb[first : first + size].to(device=device, dtype=torch.float32)
+        return queries[0] @ gallery.T
+    gallery = gallery_emb.index_select(0, gallery_index.flatten()).view(num, size, -1)
+    gallery = gallery.to(device=device, dtype=torch.float32)
+    scores = torch.bmm(queries, gallery.transpose(1, 2))
+    if not bool(gallery_valid.all()):
+        scores.masked_fill_(~gallery_valid.to(device)[:, None, :], -math.inf)
+    return scores.flatten(0, 1)
+
+
+def _pad_ragged(rows, values, num, fill, width=0):
+    """Entries ``values[i]`` of row ``rows[i]`` (rows ascending) -> [num, max(width, most
+    entries of a row)], each row's entries first, in order, then ``fill``."""
+    counts = torch.bincount(rows, minlength=num)
+    width = max(width, int(counts.max())) if rows.numel() else width
+    slot = torch.arange(rows.numel(), device=rows.device) - (counts.cumsum(0) - counts)[rows]
+    padded = torch.full((num, width), fill, dtype=values.dtype, device=values.device)
+    padded[rows, slot] = values
+    return padded
+
+
 def _check_finite(embeddings, what):
     if not embeddings.numel() or torch.isfinite(embeddings.sum()):
         return  # one reduction instead of a full mask in the common case
@@ -317,35 +389,57 @@ def _check_finite(embeddings, what):
         raise DataError(f"{len(bad)} {what} embeddings are not finite (rows {bad[:10]})")
 
 
-def _positive_ranks(scores, positives):
-    """Ranks (tie rule above) of the positives of each query.
+def _rank_rows(scores, columns, k):
+    """Ranks of the positives (tie rule above) and the stable top ``k`` of each row.
+
+    One comparison of the scores with, per row, the positives' scores ``t`` (``s > t``) and
+    the next float below them (``s > t-`` is ``s >= t``) gives the counts: the rank is
+    ``#(s > t) + 1`` unless another column ties with ``t`` (then the earlier ties are
+    counted on those rows alone). The top k is found among the columns at or above a lower
+    bound of the k-th largest score (``kth_lower_bound``).
 
     Args:
-        scores: [Q, G] scores of Q queries against one gallery.
-        positives: Q lists of gallery columns holding a ground-truth image.
+        scores: [Q, G] scores; -inf marks padding columns (never ranked, never in a top k).
+        columns: [Q, P] long gallery columns holding a ground-truth image, -1 padded.
     Returns:
         ranks: [Q, max(P, 1)] float64 ranks of the positives, ascending, inf-padded (column 0
             is the best rank, inf when a query has no positive);
-        ap: [Q] float64 average precision over the query's positives.
+        ap: [Q] float64 average precision over the query's positives;
+        index: [Q, min(k, G)] long top-k columns, best first (padding columns last);
+        values: their scores.
     """
-    num, size = scores.shape
-    width = max((len(p) for p in positives), default=0)
+    num, width = columns.shape
     if width == 0:
-        ranks = torch.full((num, 1), math.inf, dtype=torch.float64, device=scores.device)
-        return ranks, torch.zeros(num, dtype=torch.float64, device=scores.device)
-    padded = [cols + [-1] * (width - len(cols)) for cols in positives]
-    columns = torch.tensor(padded, dtype=torch.long, device=scores.device)
-    valid = columns >= 0
-    safe = columns.clamp(min=0)
-    target = scores.gather(1, safe)  # [Q, P]
-    greater = (scores.unsqueeze(1) > target.unsqueeze(2)).sum(dim=2)
-    order = torch.arange(size, device=scores.device)
-    earlier_tie = (
-        (scores.unsqueeze(1) == target.unsqueeze(2)) & (order.view(1, 1, -1) < safe.unsqueeze(2))
-    ).sum(dim=2)
-    rank = (greater + earlier_tie + 1).to(torch.float64)
-    rank = torch.where(valid, rank, torch.full_like(rank, math.inf)).sort(dim=1).values
-    return rank, average_precision_from_ranks(rank)
+        rank = torch.full((num, 1), math.inf, dtype=torch.float64, device=scores.device)
+    else:
+        safe = columns.clamp(min=0)
+        target = scores.gather(1, safe)  # [Q, P]
+        below = torch.nextafter(target, target.new_tensor(-math.inf))
+        # A float comparison result sums about 4x faster than a bool one on CPU; exact
+        # below 2**24 columns.
+        above = scores.new_empty((num, 2 * width, scores.shape[1]))
+        torch.gt(scores.unsqueeze(1), torch.cat([target, below], dim=1).unsqueeze(2), out=above)
+        counts = above.sum(dim=2).to(torch.float64)
+        greater, at_least = counts[:, :width], counts[:, width:]
+        rank = greater + 1 + _ties_before(scores, target, safe, at_least - greater > 1)
+        rank = torch.where(columns >= 0, rank, math.inf)
+        rank = rank.sort(dim=1).values
+    k = min(k, scores.shape[1])
+    index, values = _top_of_candidates(scores, scores >= kth_lower_bound(scores, k), k)
+    return rank, average_precision_from_ranks(rank), index, values
+
+
+def _ties_before(scores, target, columns, tied):
+    """[Q, P] number of columns before ``columns`` whose score equals ``target``, computed
+    only where ``tied`` (another column has the same score)."""
+    before = torch.zeros(tied.shape, dtype=torch.float64, device=scores.device)
+    if not bool(tied.any()):
+        return before
+    rows, slots = tied.nonzero(as_tuple=True)
+    order = torch.arange(scores.shape[1], device=scores.device)
+    equal = scores[rows] == target[rows, slots, None]
+    before[rows, slots] = (equal & (order < columns[rows, slots, None])).sum(dim=1).double()
+    return before
 
 
 def average_precision_from_ranks(ranks):
@@ -354,6 +448,26 @@ def average_precision_from_ranks(ranks):
     finite = torch.isfinite(ranks)
     precision = torch.where(finite, hits / ranks, 0.0)
     return precision.sum(dim=1) / finite.sum(dim=1).clamp(min=1)
+
+
+def kth_lower_bound(scores, k):
+    """[Q, 1] a value at most the k-th largest score of each row (k <= G; +inf for k = 0).
+
+    The k-th largest of the maxima of 4k or more disjoint column sets: those maxima are k
+    scores at least that large. Few columns reach it, so the top k is then found among them
+    rather than by ``topk`` over every column (``topk`` is the dearest step on CPU). The
+    sets are strided (columns j, j + m, j + 2m, ...) so that the maxima reduce contiguous
+    rows.
+    """
+    num, size = scores.shape
+    if k == 0:
+        return scores.new_full((num, 1), math.inf)
+    depth = size // (4 * k)
+    if depth < 2:
+        return scores.topk(k, dim=1).values[:, -1:]
+    sets = size // depth
+    maxima = scores[:, : depth * sets].unflatten(1, (depth, sets)).amax(dim=1)
+    return maxima.topk(k, dim=1).values[:, -1:]
 
 
 def stable_topk(scores, k):
@@ -369,12 +483,16 @@ def stable_topk(scores, k):
     if k == 0 or num == 0:
         empty = torch.zeros((num, k), dtype=torch.long, device=scores.device)
         return empty, scores.new_zeros((num, k))
-    kth = scores.topk(k, dim=1).values[:, -1:]
-    above = scores > kth
-    tied = scores == kth
-    room = k - above.sum(dim=1, keepdim=True)
-    chosen = above | (tied & (tied.cumsum(dim=1) <= room))
-    index = chosen.nonzero()[:, 1].view(num, k)
-    value = scores.gather(1, index)
-    value, perm = value.sort(dim=1, descending=True, stable=True)
-    return index.gather(1, perm), value
+    return _top_of_candidates(scores, scores >= kth_lower_bound(scores, k), k)
+
+
+def _top_of_candidates(scores, candidates, k):
+    """Stable top ``k`` of each row among its ``candidates`` ([Q, G] bool holding every
+    column that scores at least the row's k-th largest score): [Q, k] columns (-1 where a
+    row has fewer candidates) and their scores (-inf there)."""
+    rows, cols = candidates.nonzero(as_tuple=True)  # row-major: columns ascending per row
+    num = scores.shape[0]
+    values = _pad_ragged(rows, scores[rows, cols], num, fill=-math.inf, width=k)
+    index = _pad_ragged(rows, cols, num, fill=-1, width=k)
+    values, order = values.sort(dim=1, descending=True, stable=True)
+    return index.gather(1, order[:, :k]), values[:, :k]

@@ -1,28 +1,62 @@
 """What an evaluation writes: ``metrics.json``, ``rankings.jsonl`` and the console report.
 
 ``metrics.json`` holds one section per ranking (``icl``, and ``pmd_rerank`` with re-ranking):
-R@k, mAP, median rank, counts, and the same metrics per breakdown label (``by_category``,
-``by_difficulty``). ``rankings.jsonl`` has a line per ground-truth query: its ids, ground
-truth, rank and top-k ids with scores. ``format_report`` is the console summary.
+R@k, mAP, median rank, counts, the 95 % bootstrap intervals of R@1 and mAP (``r@1_ci95``,
+``map_ci95``: resampling queries, seeded; settings under ``bootstrap``), and the same metrics
+per breakdown label (``by_category``, ``by_difficulty``). The re-ranked section also holds
+the paired R@1 change from the ICL ranking (``r@1_vs_icl``). ``rankings.jsonl`` has a line per
+ground-truth query: its ids, ground truth, rank and top-k ids with scores. ``format_report``
+is the console summary. Files are written atomically (``mmf.utils.file_io.atomic_write``).
 """
 import json
 import math
 import os
 
 from mmf.datasets.ids import normalize_id
+from mmf.evaluation.bootstrap import DEFAULT_LEVEL, bootstrap_intervals, paired_difference
 from mmf.evaluation.metrics import DEFAULT_KS, metrics_by_label, summarize
+from mmf.utils.file_io import atomic_write
 
 METRICS_FILE = "metrics.json"
 RANKINGS_FILE = "rankings.jsonl"
 REPORT_KS = DEFAULT_KS
+INTERVAL_METRICS = ("r@1", "map")
 
 
-def sections_of(result, labels):
-    """Summary metrics of ``result`` and, per breakdown ``name``, ``by_<name>``."""
+def per_query_values(result):
+    """``{"r@1": [Q], "map": [Q]}``: each query's contribution (percent) to R@1 and mAP."""
+    return {
+        "r@1": (100.0 * (result.ranks <= 1)).double().numpy(),
+        "map": (100.0 * result.average_precision).double().numpy(),
+    }
+
+
+def sections_of(result, labels, bootstrap=None):
+    """Summary metrics of ``result`` and, per breakdown ``name``, ``by_<name>``; with
+    ``bootstrap`` (``{"num_resamples", "seed"}``) the 95 % intervals ``<metric>_ci95`` of
+    R@1 and mAP."""
     section = summarize(result, REPORT_KS)
+    if bootstrap and len(result.query_ids):
+        intervals = bootstrap_intervals(
+            per_query_values(result), bootstrap["num_resamples"], bootstrap["seed"]
+        )
+        for name, interval in intervals.items():
+            section[f"{name}_ci95"] = list(interval)
     for name, mapping in labels.items():
         section[f"by_{name}"] = metrics_by_label(result, mapping)
     return section
+
+
+def r1_change(reranked, result, bootstrap):
+    """Paired R@1 change (points) from ``result`` to ``reranked`` on the same queries, with
+    its 95 % bootstrap interval: ``{"difference", "ci95"}``."""
+    if not len(result.query_ids):
+        return None
+    difference, low, high = paired_difference(
+        per_query_values(reranked)["r@1"], per_query_values(result)["r@1"],
+        bootstrap["num_resamples"], bootstrap["seed"],
+    )
+    return {"difference": difference, "ci95": [low, high]}
 
 
 def query_info(queries, labels):
@@ -38,13 +72,21 @@ def query_info(queries, labels):
 
 
 def format_table(sections, ks=REPORT_KS):
-    """Text table, one row per ranking (e.g. ``icl`` and ``pmd_rerank``)."""
+    """Text table, one row per ranking (e.g. ``icl`` and ``pmd_rerank``), with the 95 %
+    intervals of R@1 and mAP when the sections have them."""
     columns = [f"R@{k}" for k in ks] + ["mAP", "MedR"]
-    lines = [f"{'ranking':<12}" + "".join(f"{c:>9}" for c in columns)]
+    header = f"{'ranking':<12}" + "".join(f"{c:>9}" for c in columns)
+    header += "".join(f"{name.replace('r@', 'R@').replace('map', 'mAP') + ' 95% CI':>18}"
+                      for name in INTERVAL_METRICS)
+    lines = [header]
     for name, metrics in sections.items():
         values = [metrics[f"r@{k}"] for k in ks] + [metrics["map"]]
         median = metrics["median_rank"]
         cells = "".join(f"{v:9.2f}" for v in values) + (f"{median:9.1f}" if median else f"{'-':>9}")
+        for key in INTERVAL_METRICS:
+            interval = metrics.get(f"{key}_ci95")
+            text = f"[{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "-"
+            cells += f"{text:>18}"
         lines.append(f"{name:<12}{cells}")
     return "\n".join(lines)
 
@@ -70,8 +112,7 @@ def format_breakdown(sections, key, ks=REPORT_KS):
 
 
 def write_metrics(path, report):
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2)
+    atomic_write(path, lambda handle: json.dump(report, handle, indent=2), mode="w")
 
 
 def write_rankings(path, result, ground_truth, info, reranked=None):
@@ -79,7 +120,8 @@ def write_rankings(path, result, ground_truth, info, reranked=None):
     truth, ranks and top lists (and the re-ranked ones)."""
     gt = {normalize_id(q): v for q, v in ground_truth.items()}
     missing = set(result.missing)
-    with open(path, "w", encoding="utf-8") as handle:
+
+    def write(handle):
         for row, query_id in enumerate(result.query_ids):
             line = {"video_id": query_id}
             line.update(info.get(query_id, {}))
@@ -91,6 +133,8 @@ def write_rankings(path, result, ground_truth, info, reranked=None):
                 line["pmd_rank"] = _rank_value(reranked.ranks[row])
                 line["pmd_topk"] = _top_list(reranked, row)
             handle.write(json.dumps(line) + "\n")
+
+    atomic_write(path, write, mode="w")
 
 
 def _top_list(result, row):
@@ -107,6 +151,7 @@ def format_report(report, out_dir):
     sections = {name: report[name] for name in ("icl", "pmd_rerank") if name in report}
     icl = report["icl"]
     lines = [
+        f"checkpoint: {report['checkpoint']}",
         f"queries: {icl['num_queries']} with ground truth "
         f"({icl['num_missing']} without prediction, counted as misses; "
         f"{icl['num_no_positive_in_gallery']} whose ground truth is not in their gallery; "
@@ -116,11 +161,36 @@ def format_report(report, out_dir):
     ]
     for key in sorted(k for k in icl if k.startswith("by_")):
         lines.append(format_breakdown(sections, key))
-    if "pmd_rerank" in report and report["pmd_rerank"]["num_candidate_mismatch"]:
-        lines.append(
-            f"note: {report['pmd_rerank']['num_candidate_mismatch']} queries' batch-time "
-            "candidates differed from the final ICL top-k (near-equal scores)"
-        )
+    lines.extend(_rerank_lines(report.get("pmd_rerank"), report.get("bootstrap")))
     metrics, rankings = os.path.join(out_dir, METRICS_FILE), os.path.join(out_dir, RANKINGS_FILE)
     lines.append(f"wrote {metrics} and {rankings}")
     return "\n".join(lines)
+
+
+def _rerank_lines(rerank, bootstrap):
+    """Console lines on the re-ranking: its score, the weight search, the R@1 change."""
+    if rerank is None:
+        return []
+    lines = []
+    if rerank["rerank_fusion"] == "sum":
+        how = f"{rerank['icl_logit_scale']:.2f} * cos + {rerank['rerank_weight']:g} * PMD"
+        search = rerank.get("weight_search")
+        if search:
+            grid = ", ".join(f"{row['weight']:g}: {row['r@1']:.2f}" for row in search["grid"])
+            how += f" (weight chosen on {search['split']}, R@1 by weight: {grid})"
+        lines.append(f"pmd_rerank score: {how}")
+    change = rerank.get("r@1_vs_icl")
+    if change:
+        low, high = change["ci95"]
+        verdict = "no difference" if low <= 0.0 <= high else "a difference"
+        level = 100 * (bootstrap or {}).get("level", DEFAULT_LEVEL)
+        lines.append(
+            f"pmd_rerank vs icl: R@1 {change['difference']:+.2f} points, {level:g} % paired "
+            f"bootstrap interval [{low:+.2f}, {high:+.2f}] ({verdict})"
+        )
+    if rerank["num_candidate_mismatch"]:
+        lines.append(
+            f"note: {rerank['num_candidate_mismatch']} queries' batch-time "
+            "candidates differed from the final ICL top-k (near-equal scores)"
+        )
+    return lines

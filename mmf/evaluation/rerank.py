@@ -1,10 +1,17 @@
-"""PMD re-ranking: re-score the ICL top K of each query with the cross model's pair score.
+"""Re-ranking: re-score the ICL top K of each query with the cross model's pair score.
 
 ``PMDReranker`` runs during query encoding (``mmf.evaluation.encoding.encode_queries`` calls
 it after each batch): it picks each query's top K in its own gallery by embedding score
 (the ranking's tie rule) and scores those (clip, image) pairs with ``model.pair_score``
 (10 * cos, the PMD training score), reading the gallery tokens from a ``TokenStore``.
-``rerank_top`` then re-orders the final ranking's top K by those scores.
+``rerank_top`` then re-orders the final ranking's top K by a ``Fusion`` of the scores:
+
+- ``pmd``: the PMD score alone (the original's re-ranking);
+- ``sum``: ``icl_logit + weight * pmd_score`` with ``icl_logit = s^2 * cos``, the ICL score
+  as the model's ``logit_scale`` s makes it in training (LAVIS's retrieval: matching score
+  plus contrastive score). ``weight = 0`` keeps the ICL order.
+
+``choose_weight`` picks the ``sum`` weight from ``WEIGHT_GRID`` by R@1 on a validation ranking.
 """
 import dataclasses
 import math
@@ -13,7 +20,26 @@ import numpy as np
 import torch
 
 from mmf.common.errors import ConfigError
+from mmf.evaluation.metrics import retrieval_metrics
 from mmf.evaluation.ranking import average_precision_from_ranks, stable_topk
+
+FUSIONS = ("pmd", "sum")
+WEIGHT_GRID = (0.0, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Fusion:
+    """Re-ranking score ``icl_scale * cos + weight * pmd_score`` (``pmd``: 0 and 1)."""
+
+    icl_scale: float = 0.0
+    weight: float = 1.0
+
+
+def icl_logit_scale(model):
+    """``s^2``: the ICL logit of a pair is ``s^2 * cos`` (``s * clip`` against ``s * image``,
+    ``s`` the pretraining head's raw ``logit_scale``, as in ``vic_loss``)."""
+    require_pair_score(model)
+    return float(model.transformer.logit_scale.detach().float()) ** 2
 
 
 def require_pair_score(model):
@@ -82,7 +108,7 @@ class PMDReranker:
             self.scores[query_id] = values[offset : offset + count]
 
 
-def rerank_top(result, candidates, candidate_scores, k):
+def rerank_top(result, candidates, candidate_scores, k, fusion=None):
     """Re-order each query's top ``k`` by new scores (PMD re-ranking).
 
     Args:
@@ -90,16 +116,46 @@ def rerank_top(result, candidates, candidate_scores, k):
         candidates: ``{query_id: [k'] gallery indices}``, the top-k the new scores were
             computed for (in first-stage order); ``candidate_scores``: ``{query_id: [k']}``.
         k: how many first-stage entries are re-ordered.
+        fusion: a ``Fusion``, how the new score combines ICL and PMD (default: PMD alone).
     Returns ``(reranked, mismatched)``: a ``RankingResult`` whose top lists are the top ``k``
-    in the new order with the new scores (ties keep first-stage order; entries without a
+    in the new order with the fused scores (ties keep first-stage order; entries without a
     new score go last), whose ranks move only ground truth inside the top ``k``, and the
     number of queries whose candidates differed from the first-stage top ``k``.
     """
     num = len(result.query_ids)
     top = result.topk_indices[:, :k]
+    fusion = fusion or Fusion()
+    pmd, mismatched = _aligned_scores(result.query_ids, top, candidates, candidate_scores)
+    icl = result.topk_scores[:, :k].float().nan_to_num(0.0)
+    fused = fusion.icl_scale * icl + fusion.weight * pmd.nan_to_num(0.0, neginf=0.0)
+    fused = torch.where(torch.isfinite(pmd), fused, -math.inf)  # no PMD score: last
+    order = fused.sort(dim=1, descending=True, stable=True).indices  # [Q, k]
+    new_position = order.argsort(dim=1)  # first-stage column -> new column
+    positive = result.positive_ranks
+    inside = positive <= top.shape[1]
+    column = (positive.clamp(max=top.shape[1]) - 1).clamp(min=0).long()
+    moved = new_position.gather(1, column).to(torch.float64) + 1
+    ranks = torch.where(inside, moved, positive).sort(dim=1).values
+    new_top = top.gather(1, order)
+    new_scores = fused.gather(1, order)
+    new_scores = torch.where(new_top >= 0, new_scores, math.nan)
+    reranked = dataclasses.replace(
+        result,
+        ranks=ranks[:, 0] if num else torch.zeros(0, dtype=torch.float64),
+        average_precision=average_precision_from_ranks(ranks),
+        topk_indices=new_top,
+        topk_scores=new_scores,
+        positive_ranks=ranks,
+    )
+    return reranked, mismatched
+
+
+def _aligned_scores(query_ids, top, candidates, candidate_scores):
+    """The new scores in the columns of ``top`` [Q, k] (-inf where none), and the number of
+    queries whose candidates differ from ``top`` (matched by gallery index)."""
     aligned = torch.full(top.shape, -math.inf, dtype=torch.float32)
     mismatched = 0
-    for row, query_id in enumerate(result.query_ids):
+    for row, query_id in enumerate(query_ids):
         cand = candidates.get(query_id)
         if cand is None:
             continue
@@ -114,22 +170,20 @@ def rerank_top(result, candidates, candidate_scores, k):
         for column, index in enumerate(top[row].tolist()):
             if index in score_of:
                 aligned[row, column] = score_of[index]
-    order = aligned.sort(dim=1, descending=True, stable=True).indices  # [Q, k]
-    new_position = order.argsort(dim=1)  # first-stage column -> new column
-    positive = result.positive_ranks
-    inside = positive <= top.shape[1]
-    column = (positive.clamp(max=top.shape[1]) - 1).clamp(min=0).long()
-    moved = new_position.gather(1, column).to(torch.float64) + 1
-    ranks = torch.where(inside, moved, positive).sort(dim=1).values
-    new_top = top.gather(1, order)
-    new_scores = aligned.gather(1, order)
-    new_scores = torch.where(new_top >= 0, new_scores, math.nan)
-    reranked = dataclasses.replace(
-        result,
-        ranks=ranks[:, 0] if num else torch.zeros(0, dtype=torch.float64),
-        average_precision=average_precision_from_ranks(ranks),
-        topk_indices=new_top,
-        topk_scores=new_scores,
-        positive_ranks=ranks,
-    )
-    return reranked, mismatched
+    return aligned, mismatched
+
+
+def choose_weight(result, candidates, candidate_scores, k, icl_scale, grid=WEIGHT_GRID):
+    """The ``sum`` weight of ``grid`` with the best R@1 of ``result`` re-ranked (a validation
+    ranking), ties to the better mAP, then the smaller weight.
+
+    Returns ``(weight, table)`` with ``table`` one ``{"weight", "r@1", "map"}`` per grid value.
+    """
+    table = []
+    for weight in grid:
+        fusion = Fusion(icl_scale, float(weight))
+        reranked, _ = rerank_top(result, candidates, candidate_scores, k, fusion)
+        metrics = retrieval_metrics(reranked.ranks, reranked.average_precision, ks=(1,))
+        table.append({"weight": float(weight), "r@1": metrics["r@1"], "map": metrics["map"]})
+    best = max(table, key=lambda row: (row["r@1"], row["map"], -row["weight"]))
+    return best["weight"], table

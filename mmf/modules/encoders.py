@@ -27,6 +27,7 @@ from torch import nn
 
 from mmf.common.errors import CheckpointError, ConfigError
 from mmf.common.registry import registry
+from mmf.utils.checkpoint import load_checkpoint_file
 
 logger = logging.getLogger(__name__)
 
@@ -65,14 +66,13 @@ def load_weights_file(path):
                 # The OpenAI release format; torch deprecates TorchScript but still reads it.
                 warnings.simplefilter("ignore", FutureWarning)
                 return dict(torch.jit.load(path, map_location="cpu").state_dict())
-        state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise CheckpointError(f"cannot read weights file {path}: {err}") from None
+    # A text file, a pickle, a list: one line naming the file (load_checkpoint_file).
+    state = load_checkpoint_file(path)
     for wrapper in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+        if isinstance(state.get(wrapper), dict):
             state = state[wrapper]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} does not hold a state dict (got {type(state).__name__})")
     return dict(state)
 
 

@@ -9,7 +9,9 @@ from mmf.common.registry import registry
 
 
 @registry.register_optimizer("adam_w")
-def adam_w(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, **kwargs):
+def adam_w(
+    params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, **kwargs
+) -> torch.optim.AdamW:
     """``torch.optim.AdamW`` with the defaults of the ``transformers.AdamW`` MMF used.
 
     Same update as ``transformers.AdamW(correct_bias=True)`` (decoupled weight decay);

@@ -12,6 +12,9 @@ A run, as ``train()`` reads::
     final validation -> on_train_end (current.ckpt, last or best weights -> <model>_final.pth)
     evaluation of the test split when run_type asks for it
 
+Ctrl-C (SIGINT) during training stops after the update in progress: ``current.ckpt`` is
+written and ``TrainingInterrupted`` raised (``mmf_run`` prints one line and exits 130).
+
 ``run_type`` is matched by substring, like MMF: ``train``, ``val``, ``inference``/``test``.
 """
 import contextlib
@@ -25,11 +28,13 @@ from omegaconf import OmegaConf, open_dict
 
 from mmf.common.errors import ConfigError, DataError, MMFError
 from mmf.common.registry import registry
+from mmf.datasets.prefetch import to_device
 from mmf.trainers.callbacks.best_checkpoint import BestCheckpointCallback
 from mmf.trainers.callbacks.checkpoint import CheckpointCallback
 from mmf.trainers.callbacks.early_stopping import EarlyStoppingCallback
 from mmf.trainers.callbacks.logistics import LogisticsCallback
 from mmf.trainers.callbacks.lr_scheduler import LRSchedulerCallback
+from mmf.trainers.interrupt import InterruptFlag, TrainingInterrupted
 from mmf.trainers.state import TrainerState
 from mmf.utils.build import (
     build_dataloader_and_sampler,
@@ -38,7 +43,7 @@ from mmf.utils.build import (
     build_optimizer,
     build_scheduler,
 )
-from mmf.utils.checkpoint import Checkpointer
+from mmf.utils.checkpoint import Checkpointer, prepare_run_dir
 from mmf.utils.distributed import (
     all_gather_object,
     broadcast_object,
@@ -76,6 +81,8 @@ class MMFTrainer:
         self.callbacks = []
         self.should_stop = False
         self.stop_reason = None
+        self.interrupt = InterruptFlag()
+        self.interrupted = False
         self._last_validation = None
 
     # ================================================================== setup
@@ -84,6 +91,8 @@ class MMFTrainer:
         self.save_dir = str(self.config.env.save_dir)
         if is_main():
             ensure_writable_dir(self.save_dir, "env.save_dir")
+            if "train" in self.run_type:
+                prepare_run_dir(self.save_dir, self.config.checkpoint, self.config.get("model"))
         self._configure_seed()
         self._load_datasets()
         self._load_model()
@@ -101,9 +110,9 @@ class MMFTrainer:
             self.callbacks,
             self.config,
         )
-        self.checkpointer.save_config()
         self.callbacks.extend(self._build_callbacks())
         self.checkpointer.resume()
+        self.checkpointer.save_config()
         self._parallelize_model()
         self.checkpointer.restore_rng()
         self._emit("on_init_end")
@@ -346,7 +355,10 @@ class MMFTrainer:
         try:
             if "train" in self.run_type:
                 self._emit("on_train_start")
-                self.training_loop()
+                with self.interrupt:
+                    self.training_loop()
+                if self.interrupted:
+                    self._save_interrupted()
                 self._emit("on_train_end")
             self.inference()
         finally:
@@ -384,15 +396,38 @@ class MMFTrainer:
                     f"{self.dataset_name} was skipped as unreadable"
                 )
             self._end_epoch()
+        if self.interrupted:
+            return
         if self.stop_reason:
             logger.info("%s", self.stop_reason)
         if self.val_loader is not None and self._last_validation != self.state.num_updates:
             self.validate()
 
     def _training_done(self):
-        if self.should_stop or self.state.num_updates >= self.max_updates:
+        if self.should_stop or self._interrupt_requested():
+            return True
+        if self.state.num_updates >= self.max_updates:
             return True
         return self.max_epochs is not None and self.state.current_epoch >= self.max_epochs
+
+    def _interrupt_requested(self):
+        """Whether Ctrl-C reached any rank (so that all ranks stop at the same update)."""
+        requested = self.interrupt.requested
+        if self.distributed:
+            flag = torch.tensor(float(requested), device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            requested = bool(flag.item())
+        self.interrupted = requested
+        return requested
+
+    def _save_interrupted(self):
+        self.checkpointer.save_current()
+        update = self.state.num_updates
+        logger.warning("interrupted: saved %s at update %d", self.checkpointer.current_path, update)
+        raise TrainingInterrupted(
+            f"interrupted after update {update}: saved {self.checkpointer.current_path}; "
+            f"continue with checkpoint.resume=true"
+        )
 
     def _start_epoch(self):
         epoch = self.state.current_epoch
@@ -423,7 +458,7 @@ class MMFTrainer:
         Gradients are averaged over ranks only on the last micro-batch of an update
         (``no_sync`` on the others).
         """
-        batch = batch.to(self.device, non_blocking=True)
+        batch = to_device(batch, self.device)
         no_sync = self.distributed and not sync_gradients
         with self.model.no_sync() if no_sync else contextlib.nullcontext():
             with self._autocast():
@@ -533,7 +568,7 @@ class MMFTrainer:
             for batch in _progress(loader, split, self.training_config.get("progress_bar", False)):
                 if is_batch_empty(batch):
                     continue
-                batch = batch.to(self.device, non_blocking=True)
+                batch = to_device(batch, self.device)
                 with self._autocast():
                     output = model(batch)
                 size = batch.get_batch_size()

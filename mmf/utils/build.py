@@ -1,5 +1,11 @@
 """Builders that turn config nodes into objects: components through the registry
-(``{type, params}``), optimizer, scheduler, data loaders and the trainer."""
+(``{type, params}``), optimizer, scheduler, data loaders and the trainer.
+
+Each builder imports the built-in component packages (``mmf.utils.env.setup_imports``)
+before it looks a name up, so they work in a fresh Python session::
+
+    model = build_model(load_config("save/mf_rice_vic/config.yaml"))
+"""
 import inspect
 
 import torch
@@ -8,8 +14,15 @@ from omegaconf import DictConfig, OmegaConf
 from mmf.common.errors import ConfigError, UnknownNameError
 from mmf.common.registry import registry
 from mmf.utils.distributed import get_rank, get_world_size
+from mmf.utils.env import setup_imports
 from mmf.utils.general import get_batch_size
-from mmf.utils.samplers import ResumableDistributedSampler, ShardSampler, seeded_generator
+from mmf.utils.samplers import (
+    ResumableDistributedSampler,
+    SeededSamples,
+    ShardSampler,
+    ignore_interrupts,
+    seeded_generator,
+)
 
 
 def build_from_type_params(kind, config, where, **extra):
@@ -21,6 +34,7 @@ def build_from_type_params(kind, config, where, **extra):
     """
     if config is None or not hasattr(config, "get") or not config.get("type"):
         raise ConfigError(f"{where}: expected a node with a 'type' key, got {config!r}")
+    setup_imports()
     try:
         cls = registry.get(kind, config.type)
     except ConfigError as err:
@@ -60,8 +74,16 @@ build_image_encoder = build_encoder
 
 
 def build_model(config):
-    """Build and ``build()`` the model named ``config.model`` from its own config node."""
+    """Build and ``build()`` the model named ``config.model``.
+
+    ``config`` is the model's own node with a ``model`` key, or a whole run config (a saved
+    ``config.yaml``), whose ``model_config.<model>`` node is then used.
+    """
+    setup_imports()
     model_class = registry.get_model_class(config.model)
+    if "model_config" in config:
+        node = OmegaConf.to_container(config.model_config[config.model], resolve=True)
+        config = OmegaConf.merge(node, {"model": config.model})
     model = model_class(config)
     model.build()
     model.init_losses()
@@ -80,6 +102,7 @@ def build_optimizer(model, config):
     name = optimizer_config.get("type")
     if not name:
         raise ConfigError("optimizer.type is not set (for example optimizer.type=adam_w)")
+    setup_imports()
     if name in registry.list("optimizer"):
         factory = registry.get_optimizer_class(name)
     elif isinstance(getattr(torch.optim, name, None), type) and issubclass(
@@ -132,6 +155,7 @@ def build_scheduler(optimizer, config):
     name = scheduler_config.get("type")
     if not name:
         raise ConfigError("training.lr_scheduler is true but scheduler.type is not set")
+    setup_imports()
     try:
         cls = registry.get_scheduler_class(name)
     except ConfigError as err:
@@ -150,12 +174,19 @@ def build_dataloader_and_sampler(dataset, config, split, seed=0):
     ``ResumableDistributedSampler`` (shuffle ``training.shuffle``, drop_last
     ``training.drop_last``; call ``sampler.set_epoch``); other splits use a ``ShardSampler``
     that evaluates every sample exactly once over all ranks. ``seed`` must be the same on
-    every rank; the loader's generator is re-seeded per epoch by the trainer.
+    every rank; the loader's generator is re-seeded per epoch by the trainer. The training
+    loader's ``dataset`` is ``SeededSamples(dataset)`` (augmentation seeded per sample).
+    Loader workers ignore Ctrl-C: the trainer stops at the end of an update and saves.
     """
     training = config.training
     world_size, rank = get_world_size(), get_rank()
     batch_size = get_batch_size(training, world_size)
-    if split == "train":
+    iterable = isinstance(dataset, torch.utils.data.IterableDataset)
+    if iterable:  # shards: the dataset orders, splits and seeds itself (set_epoch, skip)
+        drop_last = split == "train" and bool(training.get("drop_last", False))
+        shuffle = split == "train" and bool(training.get("shuffle", True))
+        sampler = dataset.configure_loader(batch_size, drop_last, shuffle, seed)
+    elif split == "train":
         drop_last = bool(training.get("drop_last", False))
         sampler = ResumableDistributedSampler(
             dataset,
@@ -165,6 +196,7 @@ def build_dataloader_and_sampler(dataset, config, split, seed=0):
             seed=seed,
             drop_last=drop_last,
         )
+        dataset = SeededSamples(dataset)
     else:
         drop_last = False
         sampler = ShardSampler(dataset, num_replicas=world_size, rank=rank)
@@ -172,12 +204,15 @@ def build_dataloader_and_sampler(dataset, config, split, seed=0):
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=sampler,
+        sampler=None if iterable else sampler,
         drop_last=drop_last,
         num_workers=num_workers,
         pin_memory=bool(training.get("pin_memory", False)) and torch.cuda.is_available(),
-        persistent_workers=num_workers > 0 and bool(training.get("persistent_workers", False)),
+        persistent_workers=num_workers > 0
+        and bool(training.get("persistent_workers", False))
+        and not iterable,  # a new epoch's set_epoch / skip must reach fresh workers
         collate_fn=dataset.collate_fn,
+        worker_init_fn=ignore_interrupts,
         generator=seeded_generator(seed),
     )
     return loader, sampler
@@ -186,6 +221,7 @@ def build_dataloader_and_sampler(dataset, config, split, seed=0):
 def build_trainer(config):
     """The trainer class ``training.trainer`` (default ``mmf``), constructed with ``config``."""
     name = config.training.get("trainer", "mmf")
+    setup_imports()
     try:
         cls = registry.get_trainer_class(name)
     except ConfigError as err:

@@ -17,6 +17,9 @@ fsync'ed and then ``os.replace``d, so a crash never leaves a half-written checkp
 
 Everything is loaded with ``torch.load(..., weights_only=True)``; the files hold only
 tensors and plain Python containers.
+
+A training run starts with ``prepare_run_dir``: a folder that holds another run is refused
+unless the run resumes it (``checkpoint.resume``) or replaces it (``checkpoint.overwrite``).
 """
 import collections.abc
 import logging
@@ -32,11 +35,13 @@ from omegaconf import OmegaConf
 
 from mmf.common.errors import CheckpointError, ConfigError, MMFError
 from mmf.utils.distributed import all_gather_object, get_rank, get_world_size, is_main
-from mmf.utils.file_io import atomic_write
+from mmf.utils.file_io import atomic_write, temporary_name_prefix
 
 logger = logging.getLogger(__name__)
 
 _HISTORY_NAME = re.compile(r"^model_(\d+)\.ckpt$")
+# Files of a run that only a training run of that folder writes.
+RUN_FILES = ("current.ckpt", "best.ckpt")
 # TrainerState fields that MMF checkpoints keep at the top level.
 _FLAT_COUNTERS = (
     "num_updates", "current_iteration", "current_epoch", "best_update", "best_metric_value"
@@ -50,6 +55,72 @@ _TORCH_ADVICE = (
 )
 
 
+def prepare_run_dir(save_dir, options, model_name):
+    """Check ``save_dir`` before a training run writes into it (rank 0, before anything is
+    written); ``options`` is the ``checkpoint`` config node.
+
+    - ``current.ckpt`` or ``best.ckpt`` that is not a regular file: ``CheckpointError``.
+    - An explicit ``resume_file`` that does not exist: ``CheckpointError``.
+    - A previous run (``current.ckpt`` or ``best.ckpt``) is continued with ``resume``;
+      without it, ``ConfigError`` naming the folder and the two ways on, unless
+      ``overwrite``, which removes that run's checkpoints (``current.ckpt``, ``best.ckpt``,
+      ``models/model_<N>.ckpt``, ``<model>_final.pth``) first.
+    - Temporary files of writes a killed process left behind are removed.
+    """
+    for name in RUN_FILES:
+        path = os.path.join(save_dir, name)
+        if os.path.lexists(path) and not os.path.isfile(path):
+            raise CheckpointError(f"{path} is not a checkpoint file (a directory?); move it away")
+    resume_file = _resume_file(options)
+    found = [name for name in RUN_FILES if os.path.isfile(os.path.join(save_dir, name))]
+    resume, overwrite = bool(options.get("resume")), bool(options.get("overwrite"))
+    if resume and overwrite:
+        raise ConfigError("checkpoint.resume and checkpoint.overwrite are both true; choose one")
+    if found and not resume:
+        if not overwrite:
+            raise ConfigError(
+                f"env.save_dir {save_dir} already holds a run ({', '.join(found)}); continue it "
+                f"with checkpoint.resume=true, or replace it with checkpoint.overwrite=true"
+            )
+        _remove_run(save_dir, model_name, resume_file)
+    _remove_orphan_temporaries(save_dir, model_name)
+
+
+def _resume_file(options):
+    """``checkpoint.resume_file``, or None; ``CheckpointError`` if it names no file."""
+    resume_file = options.get("resume_file")
+    if resume_file and not os.path.isfile(resume_file):
+        raise CheckpointError(f"checkpoint.resume_file: checkpoint file not found: {resume_file}")
+    return resume_file or None
+
+
+def _remove_run(save_dir, model_name, resume_file):
+    models_dir = os.path.join(save_dir, "models")
+    history = sorted(os.listdir(models_dir)) if os.path.isdir(models_dir) else []
+    paths = [os.path.join(save_dir, name) for name in (*RUN_FILES, f"{model_name}_final.pth")]
+    paths += [os.path.join(models_dir, name) for name in history if _HISTORY_NAME.match(name)]
+    paths = [path for path in paths if os.path.isfile(path)]
+    if resume_file and any(os.path.samefile(resume_file, path) for path in paths):
+        raise ConfigError(
+            f"checkpoint.resume_file {resume_file} is a checkpoint of the run that "
+            f"checkpoint.overwrite=true replaces; copy it out of {save_dir} first"
+        )
+    for path in paths:
+        os.remove(path)
+    logger.warning("checkpoint.overwrite: removed the previous run's checkpoints %s", paths)
+
+
+def _remove_orphan_temporaries(save_dir, model_name):
+    prefixes = tuple(
+        temporary_name_prefix(name)
+        for name in (*RUN_FILES, "config.yaml", f"{model_name}_final.pth")
+    )
+    for name in os.listdir(save_dir):
+        if name.startswith(prefixes) and name.endswith(".tmp"):
+            os.remove(os.path.join(save_dir, name))
+            logger.info("removed %s, left by a write that did not finish", name)
+
+
 def atomic_torch_save(obj, path):
     atomic_write(path, lambda handle: torch.save(obj, handle))
 
@@ -61,7 +132,10 @@ def load_checkpoint_file(path):
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint file not found: {path}")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch's note on a raw pickle's protocol (not a torch file: the load fails).
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or foreign files
         raise _load_error(path, err) from None
     if not isinstance(data, collections.abc.Mapping):
@@ -279,9 +353,9 @@ class Checkpointer:
     def resume(self):
         """Load the checkpoint the config asks for (MMF semantics); returns its path or None.
 
-        1. ``resume_file`` is loaded when ``resume`` is off or ``current.ckpt`` does not
-           exist yet (``resume=true`` + ``resume_file`` = "start from the file, continue from
-           current.ckpt after a restart").
+        1. ``resume_file`` (which must exist) is loaded when ``resume`` is off or
+           ``current.ckpt`` does not exist yet (``resume=true`` + ``resume_file`` = "start
+           from the file, continue from current.ckpt after a restart").
         2. Else with ``resume``: ``current.ckpt`` (``best.ckpt`` first with ``resume_best``).
 
         ``resume_pretrained`` with a non-empty ``pretrained_state_mapping`` copies only the
@@ -293,7 +367,7 @@ class Checkpointer:
                 "checkpoint.resume_zoo is not supported (there is no model zoo); "
                 "use checkpoint.resume_file"
             )
-        resume_file = options.get("resume_file")
+        resume_file = _resume_file(options)
         if resume_file and (not options.get("resume") or not os.path.isfile(self.current_path)):
             self.load(resume_file, pretrained=bool(options.get("resume_pretrained")))
             return resume_file

@@ -8,16 +8,17 @@ Layers, each overriding the previous one:
 4. the user's ``config=<yaml>`` with its ``includes:``;
 5. the command-line dotlist ``a.b=c`` / ``a.b[0]=c``.
 
-Command-line values are read as Python literals (``8``, ``1e-4``, ``[1, 2]``, ``None``;
-``true``/``false``/``null`` too), anything else is a string. A command-line key that no
-layer defines raises ``ConfigError`` naming it. The result is fully resolved, so
-environment variables are frozen at launch, and in struct mode.
+Every yaml file and command-line value is read as OmegaConf reads it (YAML: ``1e-6`` is
+a float, ``[a, b]`` a list, ``null`` null; MMF's ``None`` is null too); a duplicate key is
+an error. A command-line key that no layer defines raises ``ConfigError`` naming it; so
+does a yaml key that the framework's sections do not define, unless it is one of the
+original's keys listed in the ``compatibility.yaml`` files (``mmf.utils.config_checks``).
+The result is fully resolved, so environment variables are frozen at launch, and in
+struct mode.
 """
-import ast
 import contextlib
 import importlib.util
 import logging
-import math
 import os
 import sys
 from pathlib import Path
@@ -29,6 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mmf.common.errors import ConfigError
 from mmf.common.registry import registry
+from mmf.utils.config_checks import check_config
 
 logger = logging.getLogger(__name__)
 
@@ -105,25 +107,7 @@ def load_yaml(path, _stack=()):
         chain = " -> ".join(list(_stack) + [str(found)])
         raise ConfigError(f"circular includes: {chain}")
 
-    try:
-        with open(found, encoding="utf-8") as handle:
-            raw = yaml.safe_load(handle)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"malformed YAML in {found}{line}: {problem}") from None
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{found} is not a text yaml file: {err}") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{found}: the top level must be a mapping, got {type(raw).__name__}")
-    try:
-        body = OmegaConf.create(raw)
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"{found}: {err}") from None
-
+    body = _read_mapping(found)
     includes = body.pop("includes", None) or []
     if isinstance(includes, str):
         includes = [includes]
@@ -135,6 +119,39 @@ def load_yaml(path, _stack=()):
     return _merge(merged, body, str(found))
 
 
+def _read_mapping(path):
+    """The mapping at the top of yaml file ``path``, read by OmegaConf's own loader: floats
+    as OmegaConf reads them (``1e-6`` is a float, unlike PyYAML's ``safe_load``) and a
+    duplicate key refused, naming the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is not None and not isinstance(root, yaml.MappingNode):
+            kind = "a list" if isinstance(root, yaml.SequenceNode) else f"{root.value!r}"
+            raise ConfigError(f"{path}: the top level must be a mapping, got {kind}")
+        return OmegaConf.create(text) if root is not None else OmegaConf.create({})
+    except yaml.YAMLError as err:
+        raise ConfigError(_yaml_problem(err, path)) from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not a text yaml file: {err}") from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{path}: {_first_line(err)}") from None
+
+
+def _yaml_problem(err, path):
+    mark = getattr(err, "problem_mark", None)
+    line = f":{mark.line + 1}" if mark is not None else ""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    if problem.startswith("found duplicate key "):
+        key = problem[len("found duplicate key "):]
+        return f"duplicate key {key!r} in {path}{line} (a second block would replace the first)"
+    return f"malformed YAML in {path}{line}: {problem}"
+
+
+def _first_line(err):
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
 def _merge(base, other, where):
     try:
         return OmegaConf.merge(base, other)
@@ -142,17 +159,21 @@ def _merge(base, other, where):
         raise ConfigError(f"{where}: cannot merge: {err}") from None
 
 
-def parse_value(text):
-    """Command-line value: a Python literal, a YAML keyword, or else the string itself."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("null", "none", "~"):
+def parse_value(text, key="value"):
+    """Command-line value, read as OmegaConf's dotlist reads it (YAML: ``1e-6`` is a float,
+    ``[a/x.txt, b]`` a list, ``null`` and an empty value null, ``'8'`` a string), plus MMF's
+    ``None`` for null. Text that is not YAML raises ``ConfigError`` naming ``key``."""
+    if text.strip() == "None":
         return None
     try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        return text
+        parsed = OmegaConf.from_dotlist([f"value={text}"])
+    except (yaml.YAMLError, OmegaConfBaseException, ValueError) as err:
+        problem = getattr(err, "problem", None) or _first_line(err)
+        raise ConfigError(
+            f"command-line value {key}={text} is not valid YAML ({problem}); "
+            f"quote a literal string: {key}=\"'...'\""
+        ) from None
+    return OmegaConf.to_container(parsed)["value"]
 
 
 def split_opts(opts):
@@ -212,7 +233,9 @@ def _split_key(key):
             try:
                 parts.append(int(index))
             except ValueError:
-                raise ConfigError(f"malformed config key {key!r}: [{index}] is not an index") from None
+                raise ConfigError(
+                    f"malformed config key {key!r}: [{index}] is not an index"
+                ) from None
             if rest:
                 if not rest.startswith("["):
                     raise ConfigError(f"malformed config key {key!r}")
@@ -231,7 +254,9 @@ def import_user_dir(user_dir):
     name = path.name
     if name in sys.modules:
         return
-    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(path)])
+    spec = importlib.util.spec_from_file_location(
+        name, init, submodule_search_locations=[str(path)]
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -324,7 +349,7 @@ class Configuration:
             config = _merge(config, layer, "configuration")
 
         for key, value in overrides:
-            apply_override(config, key, parse_value(value))
+            apply_override(config, key, parse_value(value, key))
         drop_foreign_processors(config)
         with open_dict(config):
             if model:
@@ -335,12 +360,16 @@ class Configuration:
             if choices.get("run_type"):
                 config.run_type = choices["run_type"]
         _upgrade(config)
-        _update_specific(config)
+        learning_rate = config.get("learning_rate")
+        if learning_rate is not None:
+            OmegaConf.update(config, "optimizer.params.lr", learning_rate, force_add=True)
         try:
             resolved = OmegaConf.to_container(config, resolve=True)
         except OmegaConfBaseException as err:
             raise ConfigError(f"cannot resolve config: {err}") from None
-        check_types(resolved, OmegaConf.to_container(base, resolve=False))
+        check_config(resolved, OmegaConf.to_container(base), source=choices.get("config"))
+        if resolved["training"]["device"].startswith("cuda") and not torch.cuda.is_available():
+            resolved["training"]["device"] = "cpu"
         self.config = OmegaConf.create(resolved)
         OmegaConf.set_struct(self.config, True)
         warn_compat_keys(self.config)
@@ -349,88 +378,17 @@ class Configuration:
         return self.config
 
 
-# Framework keys whose default is set but which may be null, with the kinds they accept.
-_NULLABLE = {
-    "training.seed": (int,),
-    "training.max_updates": (int,),
-    "training.max_epochs": (int, float),
-    "training.max_grad_l2_norm": (int, float),
-    "training.batch_size_per_device": (int,),
-    "checkpoint.resume_file": (str,),
-    "training.callbacks": (list,),
-    "training.lr_steps": (list,),
-    "evaluation.metrics": (list,),
-    "checkpoint.pretrained_state_mapping": (dict,),
-    "checkpoint.reset": (dict,),
-}
-_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
-               list: "a list", dict: "a mapping"}
-
-
-def check_types(config, defaults):
-    """``ConfigError`` naming the key when a framework key (``training``, ``checkpoint``,
-    ``distributed``, ``evaluation``, ``run_type``) holds another kind of value than its
-    default in ``defaults.yaml`` (e.g. a list for an integer); ``optimizer`` and
-    ``scheduler`` must be mappings whose ``type`` is a name. Keys whose default is null,
-    and keys that ``defaults.yaml`` does not have, take any value. Plain containers in."""
-    for section in ("training", "checkpoint", "distributed", "evaluation", "run_type"):
-        if section in config:
-            _check_value(config[section], defaults.get(section), section)
-    for section in ("optimizer", "scheduler"):
-        node = config.get(section)
-        if node is None:
-            continue
-        if not isinstance(node, dict):
-            raise ConfigError(f"{section} must be a mapping with 'type' and 'params', got {node!r}")
-        if node.get("type") is not None and not isinstance(node["type"], str):
-            raise ConfigError(f"{section}.type must be a name, got {node['type']!r}")
-        if node.get("params") is not None and not isinstance(node["params"], dict):
-            raise ConfigError(f"{section}.params must be a mapping, got {node['params']!r}")
-
-
-def _check_value(value, default, key):
-    if key in _NULLABLE:
-        if value is None:
-            return
-        kinds = _NULLABLE[key]
-    elif default is None or (isinstance(default, str) and default.startswith("${")):
-        return
-    elif isinstance(default, bool):
-        kinds = (bool,)
-    elif isinstance(default, int):
-        kinds = (int,)
-    elif isinstance(default, float):
-        kinds = (int, float)
-    elif isinstance(default, str):
-        kinds = (str, int, float)
-    else:
-        kinds = (type(default),)
-    wrong_kind = (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds)
-    if wrong_kind or (isinstance(value, float) and not math.isfinite(value)):
-        expected = " or ".join(_KIND_NAMES[kind] for kind in kinds)
-        nullable = " or null" if key in _NULLABLE else ""
-        raise ConfigError(f"config key {key} must be {expected}{nullable}, got {value!r}")
-    if isinstance(value, dict):
-        for name, child in default.items():
-            if name in value:
-                _check_value(value[name], child, f"{key}.{name}")
-
-
 def _upgrade(config):
+    """Move each key of ``_LEGACY_KEYS`` that the config sets to its new name, with a warning."""
     for old, new in _LEGACY_KEYS.items():
-        value = OmegaConf.select(config, old, default=None)
-        if value is None:
+        parent_key, _, name = old.rpartition(".")
+        parent = OmegaConf.select(config, parent_key, default=None)
+        if not isinstance(parent, DictConfig) or parent.get(name) is None:
             continue
         logger.warning("config key %s is deprecated; use %s", old, new)
-        OmegaConf.update(config, new, value, force_add=True)
-
-
-def _update_specific(config):
-    learning_rate = config.get("learning_rate")
-    if learning_rate is not None:
-        OmegaConf.update(config, "optimizer.params.lr", learning_rate, force_add=True)
-    if str(config.training.device).startswith("cuda") and not torch.cuda.is_available():
-        config.training.device = "cpu"
+        OmegaConf.update(config, new, parent[name], force_add=True)
+        with open_dict(parent):
+            del parent[name]
 
 
 def compat_files():

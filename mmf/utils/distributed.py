@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from mmf.common.errors import MMFError
+
 logger = logging.getLogger(__name__)
 
 
@@ -132,3 +134,43 @@ def all_gather_object(obj):
     out = [None] * world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+class RankFailedError(MMFError):
+    """Another rank of the job failed (its message names the rank and its error)."""
+
+
+def raise_together(step):
+    """Run ``step()`` on this rank; a collective (every rank must call it) after which every
+    rank raises if ``step`` raised on any, so no rank waits in a later collective for one that
+    has failed.
+
+    The failing rank raises its own exception; the others raise ``RankFailedError`` naming
+    the lowest failing rank and its error in one line. Returns ``step()``'s result (this
+    rank's; nothing is exchanged but the errors). In one process it is ``step()``.
+    """
+    if get_world_size() == 1:
+        return step()
+    try:
+        result, error = step(), None
+    except Exception as err:  # shared with the other ranks, then raised again below
+        result, error = None, err
+    messages = all_gather_object(None if error is None else _one_line(error))
+    if error is not None:
+        raise error
+    for rank, message in enumerate(messages):
+        if message is not None:
+            raise RankFailedError(f"rank {rank}: {message}")
+    return result
+
+
+def _one_line(error):
+    text = str(error) if isinstance(error, MMFError) else f"{type(error).__name__}: {error}"
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def collective_device():
+    """Where tensors of a collective must be: this rank's GPU under nccl, else the CPU."""
+    if is_dist_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")

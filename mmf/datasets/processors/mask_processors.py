@@ -33,7 +33,8 @@ class BlockwiseMaskedPatchProcessor(BaseProcessor):
         max_aspect = float(max_aspect) if max_aspect else 1.0 / min_aspect
         if min_aspect <= 0 or max_aspect < min_aspect:
             raise ConfigError(
-                f"blockwise_masked_patch: need 0 < min_aspect <= max_aspect, got {min_aspect}, {max_aspect}"
+                f"blockwise_masked_patch: need 0 < min_aspect <= max_aspect, "
+                f"got {min_aspect}, {max_aspect}"
             )
         self.log_aspect = (math.log(min_aspect), math.log(max_aspect))
 

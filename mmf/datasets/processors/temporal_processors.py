@@ -34,7 +34,9 @@ class TemporalMaskedSliceProcessor(BaseProcessor):
                 f"temporal_masked_slice.max_temporal_len must be >= 1, got {self.max_temporal_len}"
             )
         if self.slice_pos not in (0, 1, 2):
-            raise ConfigError(f"temporal_masked_slice.slice_pos must be 0, 1 or 2, got {self.slice_pos}")
+            raise ConfigError(
+                f"temporal_masked_slice.slice_pos must be 0, 1 or 2, got {self.slice_pos}"
+            )
         if self.augment_order not in (0, 1, 2):
             raise ConfigError(
                 f"temporal_masked_slice.augment_order must be 0, 1 or 2, got {self.augment_order}"

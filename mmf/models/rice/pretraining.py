@@ -83,7 +83,11 @@ class RICEForPretraining(TaskBaseModel):
         if "rec" in self.tasks:
             layers = self.cross_config.num_hidden_layers
             self.heads["rec"] = _rec_head(layers * self.cross_config.num_attention_heads)
-        self.num_negatives = int(config.get("num_negatives", 3))
+        self.num_negatives = negatives = config.get("num_negatives", 3)
+        if type(negatives) is not int or negatives < 0:
+            raise ConfigError(
+                f"model_config.rice.num_negatives must be an integer >= 0, got {negatives!r}"
+            )
         self.pmd_chunk_size = int(config.get("pmd_chunk_size", 2))
         self.pmd_directions = read_pmd_directions(config)
         self.pfr_mask_padding = bool(config.get("pfr_mask_padding", False))

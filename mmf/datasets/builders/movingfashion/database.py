@@ -15,7 +15,7 @@ import logging
 
 from mmf.common.errors import DataError
 from mmf.datasets.builders.videotoshop import database
-from mmf.datasets.builders.videotoshop.database import LineIndex, PairRecord
+from mmf.datasets.builders.videotoshop.database import PairRecord
 from mmf.datasets.ids import normalize_id
 
 logger = logging.getLogger(__name__)
@@ -25,38 +25,29 @@ DIFFICULTIES = ("regular", "hard")
 _DIFFICULTY_KEYS = ("difficulty", "type", "source")
 
 
-class MovingFashionPairAnnotations:
-    """Lazily parsed 5-column pair file; ``records[i]`` is a ``PairRecord``."""
+class MovingFashionPairAnnotations(database.PairFile):
+    """5-column pair file, validated at load (``database.PairFile``); ``records[i]`` is a
+    ``PairRecord``."""
 
-    def __init__(self, path, max_lines=None):
-        self.path = path
-        self.lines = LineIndex(path, self._check_line, max_lines)
+    def __init__(self, path, max_lines=None, skip_malformed=False):
+        super().__init__(path, max_lines, skip_malformed)
         logger.info("%s: %d MovingFashion pairs", path, len(self.lines))
 
-    def _check_line(self, raw, number):
-        columns = raw.rstrip(b"\r\n").split(b"\t")
+    def parse(self, text, number):
+        where = f"{self.path}:{number}"
+        columns = text.split("\t")
         if len(columns) < 5:
             raise DataError(
-                f"{self.path}:{number}: expected 5 tab-separated columns (video_id, frame list, "
+                f"{where}: expected 5 tab-separated columns (video_id, frame list, "
                 f"image_id, image path, source), found {len(columns)}"
             )
-
-    def __len__(self):
-        return len(self.lines)
-
-    def __getitem__(self, index):
-        where = f"{self.path}:{self.lines.line_number(index)}"
-        columns = self.lines.text(index).split("\t")
         fields = [c.strip() for c in columns[:4]]
         for position, name in ((0, "video_id"), (2, "image_id"), (3, "image path")):
             if not fields[position]:
                 raise DataError(f"{where}: column {position + 1} ({name}) is empty")
-        frames = database.parse_list(columns[1], where, "column 2 (frame paths)")
-        if not frames or not all(isinstance(f, str) and f.strip() for f in frames):
-            raise DataError(f"{where}: column 2 must be a non-empty list of frame paths")
+        frames = database.parse_string_list(columns[1], where, "column 2 (frame paths)")
         return PairRecord(
-            normalize_id(fields[0]), GALLERY_ID, [f.strip() for f in frames],
-            normalize_id(fields[2]), fields[3],
+            normalize_id(fields[0]), GALLERY_ID, frames, normalize_id(fields[2]), fields[3],
         )
 
 
@@ -74,6 +65,8 @@ def read_video_to_gt(path):
     data = database.read_json(path)
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected an object {{video_id: {{\"gt\": image_id}}}}")
+    if not data:
+        raise DataError(f"{path}: no entries (expected {{video_id: {{\"gt\": image_id}}}})")
     ground_truth, difficulty = {}, {}
     for video_id, entry in data.items():
         where = f"{path}: video {video_id!r}"
@@ -90,6 +83,8 @@ def read_video_to_gt(path):
         if not isinstance(gt, list) or not gt or not all(isinstance(g, str) for g in gt):
             raise DataError(f"{where}: 'gt' must be an image id or a non-empty list of ids")
         video_id = normalize_id(video_id)
+        if video_id in ground_truth:
+            raise DataError(f"{where}: a second entry for video {video_id!r} (ids are file stems)")
         ground_truth[video_id] = [normalize_id(g) for g in gt]
         if label is not None:
             difficulty[video_id] = label

@@ -11,7 +11,9 @@ class MovingFashionDataset(VideoToShopDataset):
     dataset_name = "movingfashion"
 
     def _read_pairs(self, max_lines):
-        return database.MovingFashionPairAnnotations(self.annotation_path, max_lines)
+        return database.MovingFashionPairAnnotations(
+            self.annotation_path, max_lines, skip_malformed=self.on_error == "skip"
+        )
 
     def _read_queries(self):
         return database.read_queries(self.annotation_path)

@@ -2,7 +2,9 @@
 
 ``load_dataset(config, split)`` builds one ``VideoToShopDataset`` per entry of
 ``annotations.<split>`` (concatenated when there are several; None when the split lists
-none). The test split lists the query json (index 0) and the gallery txt (index 1).
+none; ``auto``, the default of train and val, picks the files of the first
+``known_annotations.<split>`` entry that exists: ``mmf_dataset.annotation_files``). The
+test split lists the query json (index 0) and the gallery txt (index 1).
 
 Helper API (``config`` is the dataset's config node, ``dataset_config.videotoshop``)::
 
@@ -12,36 +14,64 @@ Helper API (``config`` is the dataset's config node, ``dataset_config.videotosho
     builder.ground_truth(config)      # {video_id: [image_id, ...]} from ground_truth_file
     builder.live_galleries(config)    # {live_id: [image_id, ...]} from live_gallery_file,
                                       #   else from the live_id/ prefix of the gallery lines
+                                      #   (load_gallery logs where the two differ)
     builder.query_categories(config)  # {video_id: category} for the clips that have one
 
 Ids are file stems everywhere (``mmf.datasets.ids.normalize_id``), so they compare as plain strings.
 """
 import collections
+import logging
 import os
 
 from mmf.common.errors import ConfigError
 from mmf.common.registry import registry
 from mmf.datasets.builders.videotoshop import database
 from mmf.datasets.builders.videotoshop.dataset import VideoToShopDataset
+from mmf.datasets.builders.videotoshop.shards import ShardDataset
+from mmf.datasets.mmf_dataset import annotation_files
 from mmf.datasets.mmf_dataset_builder import MMFDatasetBuilder
+
+logger = logging.getLogger(__name__)
 
 
 @registry.register_builder("videotoshop")
 class VideoToShopBuilder(MMFDatasetBuilder):
-    def __init__(self, dataset_name="videotoshop", dataset_class=VideoToShopDataset, *args, **kwargs):
+    def __init__(
+        self, dataset_name="videotoshop", dataset_class=VideoToShopDataset, *args, **kwargs
+    ):
         super().__init__(dataset_name, dataset_class)
 
     @classmethod
     def config_path(cls):
         return "configs/datasets/videotoshop/defaults.yaml"
 
+    def load(self, config, dataset_type="train"):
+        """The train split reads ``shards`` when set (``shards.ShardDataset``), else files."""
+        if dataset_type == "train" and config.get("shards"):
+            return ShardDataset(config, dataset_type)
+        return super().load(config, dataset_type)
+
     def load_query(self, config, dataset_type="test"):
         """The query-clip dataset of ``dataset_type``, processors initialised."""
         return self._load_kind(config, dataset_type, "query")
 
     def load_gallery(self, config, dataset_type="test"):
-        """The gallery-image dataset of ``dataset_type``, processors initialised."""
-        return self._load_kind(config, dataset_type, "gallery")
+        """The gallery-image dataset of ``dataset_type``, processors initialised. When
+        ``live_gallery_file`` matches a file, how it differs from the gallery list's
+        ``live_id/`` prefixes (what the ranking uses) is logged as a warning."""
+        dataset = self._load_kind(config, dataset_type, "gallery")
+        path = self._find(config, "live_gallery_file", required=False)
+        if path:
+            grouped = collections.defaultdict(list)
+            for record in dataset.records:
+                grouped[record.live_id].append(record.image_id)
+            differences = database.gallery_differences(database.read_id_lists_json(path), grouped)
+            if differences:
+                logger.warning(
+                    "%s and %s disagree (the ranking uses the gallery list): %s",
+                    path, dataset.annotation_path, "; ".join(differences),
+                )
+        return dataset
 
     def ground_truth(self, config):
         """``{video_id: [image_id, ...]}`` from the file matching ``ground_truth_file``."""
@@ -77,8 +107,7 @@ class VideoToShopBuilder(MMFDatasetBuilder):
         )
 
     def _entries(self, config, dataset_type):
-        entries = (config.get("annotations") or {}).get(dataset_type) or []
-        return [entries] if isinstance(entries, str) else list(entries)
+        return annotation_files(config, dataset_type, self.dataset_name)
 
     def _kind_index(self, config, dataset_type, kind):
         data_dir = str(config.get("data_dir") or "")
@@ -93,9 +122,11 @@ class VideoToShopBuilder(MMFDatasetBuilder):
 
     def _kind_path(self, config, dataset_type, kind):
         index = self._kind_index(config, dataset_type, kind)
-        return os.path.join(str(config.get("data_dir") or ""), self._entries(config, dataset_type)[index])
+        entry = self._entries(config, dataset_type)[index]
+        return os.path.join(str(config.get("data_dir") or ""), entry)
 
     def _load_kind(self, config, dataset_type, kind):
-        dataset = self.dataset_class(config, dataset_type, self._kind_index(config, dataset_type, kind))
+        index = self._kind_index(config, dataset_type, kind)
+        dataset = self.dataset_class(config, dataset_type, index)
         dataset.init_processors()
         return dataset

@@ -13,18 +13,22 @@ layouts, told apart per line; a file mixing them raises ``DataError``:
   title, ``[7]`` category name, ``[9]`` ASR. Paths are relative to the image root.
 
 A line is LPR750K when its column 2 holds a path (contains ``/``), LPR4M otherwise.
-Pair files are indexed at load (every line's byte offset and line number; its column count
-and layout are checked) and a line's lists are parsed when its item is read: 16 bytes of
-memory per line, in numpy arrays that forked DataLoader workers share without copying.
-Errors name file and line.
+Pair files are indexed at load: every line is validated as its item will be read (UTF-8,
+columns, layout, required fields, list syntax; boxes with ``read_boxes``) and only its byte
+offset and line number are kept: 16 bytes of memory per line, in numpy arrays that forked
+DataLoader workers share without copying. A malformed line raises ``DataError`` naming file
+and line, or with ``skip_malformed`` is dropped, counted and logged (``bench/annotation_load.py``
+measures the cost of the validation).
 
 Test files: ``query_tenframes.json`` (``{video_id: {"frames": [...], "gt": [...],
 "category": ...}}``), ``gallery_main.txt`` (``live_id/<image file>`` per line), and id maps
 ``{id: [id, ...]}`` / ``id<TAB>text`` files. Ids are file stems (``mmf.datasets.ids``), so
-``<uuid>.jpg`` and ``<uuid>`` match.
+``<uuid>.jpg`` and ``<uuid>`` match. A json object with a repeated key, a query file with
+two entries of one id and an empty id map raise ``DataError``.
 """
 import array
 import ast
+import collections
 import dataclasses
 import glob
 import json
@@ -85,8 +89,9 @@ def annotation_kind(path):
 class LineIndex:
     """Byte ranges of the non-blank lines of a text file; ``text(i)`` reads line ``i`` on demand.
 
-    ``check(raw_bytes, line_number)`` runs on every kept line during the scan. ``max_lines``
-    keeps only the first lines. The file is reopened in each process that reads it.
+    ``check(raw_bytes, line_number)`` runs on every non-blank line during the scan and returns
+    whether to keep it. ``max_lines`` keeps only the first kept lines. The file is reopened in
+    each process that reads it.
     """
 
     def __init__(self, path, check=None, max_lines=None):
@@ -98,11 +103,10 @@ class LineIndex:
                 if raw.strip():
                     if max_lines is not None and len(starts) >= max_lines:
                         break
-                    if check is not None:
-                        check(raw, number)
-                    starts.append(position)
-                    lengths.append(len(raw))
-                    numbers.append(number)
+                    if check is None or check(raw, number):
+                        starts.append(position)
+                        lengths.append(len(raw))
+                        numbers.append(number)
                 position += len(raw)
         self.path = path
         self._starts = np.frombuffer(starts, dtype=np.int64)
@@ -123,12 +127,8 @@ class LineIndex:
             self._handle = open(self.path, "rb")
             self._pid = os.getpid()
         self._handle.seek(int(self._starts[index]))
-        raw = self._handle.read(int(self._lengths[index]))
-        try:
-            return raw.decode("utf-8").rstrip("\r\n")
-        except UnicodeDecodeError as err:
-            where = f"{self.path}:{self.line_number(index)}"
-            raise DataError(f"{where}: not UTF-8 text ({err})") from None
+        return decode_line(self._handle.read(int(self._lengths[index])), self.path,
+                           self.line_number(index))
 
     def __del__(self):
         if getattr(self, "_handle", None) is not None:
@@ -139,6 +139,60 @@ class LineIndex:
         state["_handle"] = None
         state["_pid"] = None
         return state
+
+
+def decode_line(raw, path, number):
+    """UTF-8 ``raw`` bytes without the line break; ``DataError`` naming ``path:number``."""
+    try:
+        return raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}:{number}: not UTF-8 text ({err})") from None
+
+
+MALFORMED_SHOWN = 5
+
+
+class PairFile:
+    """Base of the pair-file readers: ``lines`` indexes the file at load, every line validated
+    by ``parse(text, number)`` (the same parse that reads an item later).
+
+    A malformed line raises ``DataError``; with ``skip_malformed`` it is left out of the index,
+    and ``malformed`` holds the messages (logged once: the count and the first lines).
+    """
+
+    def __init__(self, path, max_lines=None, skip_malformed=False):
+        self.path = path
+        self.skip_malformed = skip_malformed
+        self.malformed = []
+        self.lines = LineIndex(path, self._check_line, max_lines)
+        if self.malformed:
+            shown = "; ".join(self.malformed[:MALFORMED_SHOWN])
+            more = len(self.malformed) - MALFORMED_SHOWN
+            logger.warning(
+                "%s: skipped %d malformed lines (on_error: skip): %s%s", path,
+                len(self.malformed), shown, f"; and {more} more" if more > 0 else "",
+            )
+            if not len(self.lines):
+                raise DataError(f"{path}: no valid line ({len(self.malformed)} malformed)")
+
+    def _check_line(self, raw, number):
+        try:
+            self.parse(decode_line(raw, self.path, number), number)
+        except DataError as err:
+            if not self.skip_malformed:
+                raise
+            self.malformed.append("line " + str(err).removeprefix(f"{self.path}:"))
+            return False
+        return True
+
+    def parse(self, text, number):
+        raise NotImplementedError
+
+    def __len__(self):
+        return len(self.lines)
+
+    def __getitem__(self, index):
+        return self.parse(self.lines.text(index), self.lines.line_number(index))
 
 
 @dataclasses.dataclass
@@ -158,71 +212,71 @@ class PairRecord:
     boxes: list = None
 
 
-class LPRPairAnnotations:
-    """Lazily parsed LPR pair file of either layout; ``records[i]`` is a ``PairRecord``."""
+class LPRPairAnnotations(PairFile):
+    """LPR pair file of either layout, validated at load; ``records[i]`` is a ``PairRecord``."""
 
     def __init__(self, path, frames_dir="training_frames", images_dir="training_images",
-                 read_boxes=False, max_lines=None):
-        self.path = path
+                 read_boxes=False, max_lines=None, skip_malformed=False):
         self.frames_dir = frames_dir
         self.images_dir = images_dir
         self.read_boxes = read_boxes
         self.layout = None
         self._first_line = None
-        self.lines = LineIndex(path, self._check_line, max_lines)
+        super().__init__(path, max_lines, skip_malformed)
         logger.info("%s: %d pairs in the %s layout", path, len(self.lines), self.layout)
         if read_boxes and self.layout == LPR750K:
             logger.warning("%s: crop_to_box has no effect, LPR750K lines have no boxes", path)
 
-    def _check_line(self, raw, number):
-        columns = raw.rstrip(b"\r\n").split(b"\t")
+    def _layout(self, columns, where):
         layout = None
         if len(columns) >= 2:
-            if b"/" in columns[1]:
+            if "/" in columns[1]:
                 layout = LPR750K if len(columns) >= 10 else None
             elif len(columns) == 11:
                 layout = LPR4M
         if layout is None:
             raise DataError(
-                f"{self.path}:{number}: neither an LPR4M line (11 tab-separated columns, column 2 "
+                f"{where}: neither an LPR4M line (11 tab-separated columns, column 2 "
                 f"a list of frame ids) nor an LPR750K line (>= 10 columns, column 2 a list of "
                 f"frame paths); found {len(columns)} columns"
             )
-        if self.layout is None:
-            self.layout, self._first_line = layout, number
-        elif layout != self.layout:
+        if self.layout is not None and layout != self.layout:
             raise DataError(
-                f"{self.path}:{number}: line in the {layout} layout, but line {self._first_line} "
+                f"{where}: line in the {layout} layout, but line {self._first_line} "
                 f"is in the {self.layout} layout; a file must use one layout"
             )
+        return layout
 
-    def __len__(self):
-        return len(self.lines)
-
-    def __getitem__(self, index):
-        number = self.lines.line_number(index)
-        columns = self.lines.text(index).split("\t")
+    def parse(self, text, number):
+        columns = text.split("\t")
         where = f"{self.path}:{number}"
+        layout = self._layout(columns, where)
         video_id = _required_field(columns[0], where, "column 1 (video_id)")
-        if self.layout == LPR4M:
-            frame_ids = _parse_string_list(columns[1], where, "column 2 (frame ids)")
-            frames = [self._frame_path(frame_id) for frame_id in frame_ids]
-            image_id = normalize_id(_required_field(columns[3], where, "column 4 (image_id)"))
-            boxes = None
-            if self.read_boxes:
-                boxes = _parse_boxes(columns[2], len(frames), where)
-            return PairRecord(
-                video_id, live_id_of(video_id), frames, image_id,
+        image_id = normalize_id(_required_field(columns[3], where, "column 4 (image_id)"))
+        if layout == LPR4M:
+            frame_ids = parse_string_list(columns[1], where, "column 2 (frame ids)")
+            boxes = _parse_boxes(columns[2], len(frame_ids), where) if self.read_boxes else None
+            record = PairRecord(
+                video_id, live_id_of(video_id), frame_ids, image_id,
                 f"{self.images_dir}/{image_id}.jpg",
                 title=columns[4], category=columns[6], asr=columns[7], boxes=boxes,
             )
-        frames = _parse_string_list(columns[1], where, "column 2 (frame paths)")
-        image_path = _required_field(columns[4], where, "column 5 (image path)")
-        image_id = normalize_id(_required_field(columns[3], where, "column 4 (image_id)"))
-        return PairRecord(
-            video_id, live_id_of(video_id), frames, image_id, image_path,
-            title=columns[5], category=columns[7], asr=columns[9],
-        )
+        else:
+            record = PairRecord(
+                video_id, live_id_of(video_id),
+                parse_string_list(columns[1], where, "column 2 (frame paths)"), image_id,
+                _required_field(columns[4], where, "column 5 (image path)"),
+                title=columns[5], category=columns[7], asr=columns[9],
+            )
+        if self.layout is None:
+            self.layout, self._first_line = layout, number
+        return record
+
+    def __getitem__(self, index):
+        record = super().__getitem__(index)
+        if self.layout == LPR4M:
+            record.frames = [self._frame_path(frame_id) for frame_id in record.frames]
+        return record
 
     def _frame_path(self, frame_id):
         stem = normalize_id(frame_id)
@@ -236,6 +290,9 @@ def _required_field(text, where, what):
     if not value:
         raise DataError(f"{where}: {what} is empty")
     return value
+
+
+_JSON = json.JSONDecoder()
 
 
 def parse_list(text, where, what):
@@ -257,29 +314,54 @@ def parse_list(text, where, what):
     return list(value)
 
 
-def _parse_string_list(text, where, what):
-    values = parse_list(text, where, what)
+def parse_string_list(text, where, what):
+    """A non-empty list of non-empty strings (stripped), JSON or Python literal.
+
+    Fast path for the original's Python lists (``str(list)``, which json rejects and
+    ``ast.literal_eval`` reads slowly): a text without ``"`` or backslashes holds no JSON
+    string, and swapping its ``'`` for ``"`` gives JSON with the strings Python reads; any
+    text that json does not read goes through ``parse_list``.
+    """
+    text = text.strip()
+    swapped = text.replace("'", '"') if '"' not in text and "\\" not in text else text
+    try:
+        values = _JSON.decode(swapped)
+    except (ValueError, RecursionError):
+        values = parse_list(text, where, what)
+    if not isinstance(values, list):
+        raise DataError(f"{where}: {what} is a {type(values).__name__}, expected a list")
     if not values:
         raise DataError(f"{where}: {what} is empty")
-    if not all(isinstance(v, str) and v.strip() for v in values):
+    stripped = [v.strip() for v in values if isinstance(v, str)]
+    if len(stripped) != len(values) or not all(stripped):
         raise DataError(f"{where}: {what} must hold non-empty strings")
-    return [v.strip() for v in values]
+    return stripped
 
 
 def _parse_boxes(text, num_frames, where):
+    """Column 3: per frame, a list of ``[x1, y1, x2, y2]`` boxes."""
     boxes = parse_list(text, where, "column 3 (boxes)")
     if len(boxes) != num_frames:
         raise DataError(f"{where}: column 3 has {len(boxes)} box lists for {num_frames} frames")
-    for frame_boxes in boxes:
-        if not isinstance(frame_boxes, list) or not all(
-            isinstance(box, (list, tuple)) and len(box) == 4
-            and all(isinstance(v, (int, float)) for v in box)
-            for box in frame_boxes
-        ):
-            raise DataError(
-                f"{where}: column 3 must hold, per frame, a list of [x1, y1, x2, y2] boxes"
-            )
+    if not all(map(_is_box_list, boxes)):
+        raise DataError(
+            f"{where}: column 3 must hold, per frame, a list of [x1, y1, x2, y2] boxes"
+        )
     return boxes
+
+
+def _is_box_list(frame_boxes):
+    # Plain loops, no generators: this runs for every frame of every line at load.
+    if not isinstance(frame_boxes, list):
+        return False
+    for box in frame_boxes:
+        if not isinstance(box, (list, tuple)) or len(box) != 4:
+            return False
+        x1, y1, x2, y2 = box
+        if not (isinstance(x1, (int, float)) and isinstance(y1, (int, float))
+                and isinstance(x2, (int, float)) and isinstance(y2, (int, float))):
+            return False
+    return True
 
 
 @dataclasses.dataclass
@@ -293,18 +375,44 @@ class QueryRecord:
     category: str = None
 
 
+class _RepeatedKeys(Exception):
+    pass
+
+
+def _unique_keys(pairs):
+    """``object_pairs_hook`` of ``read_json``: a json object may not repeat a key (json.load
+    would keep the last value silently)."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        raise _RepeatedKeys(_repeated(key for key, _ in pairs))
+    return data
+
+
+def _repeated(values):
+    """The values that occur more than once, in first-occurrence order."""
+    return [value for value, count in collections.Counter(values).items() if count > 1]
+
+
 def read_json(path):
+    """The parsed json file; ``DataError`` if it is missing, malformed or repeats a key."""
     try:
         with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+            return json.load(handle, object_pairs_hook=_unique_keys)
     except FileNotFoundError:
         raise DataError(f"annotation file not found: {path}") from None
     except json.JSONDecodeError as err:
         raise DataError(f"{path}:{err.lineno}: malformed JSON: {err.msg}") from None
+    except _RepeatedKeys as err:
+        keys = err.args[0]
+        raise DataError(f"{path}: repeated keys {keys[:10]}{_more(keys, 10)}") from None
     except RecursionError:
         raise DataError(f"{path}: JSON nested too deeply") from None
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 text ({err})") from None
+
+
+def _more(values, shown):
+    return f" and {len(values) - shown} more" if len(values) > shown else ""
 
 
 def _id_list(value, where):
@@ -336,6 +444,12 @@ def read_query_json(path, live_id_fn=live_id_of):
                 _id_list(entry.get("gt", []), where + " 'gt'"),
                 None if category is None else str(category),
             )
+        )
+    repeated = _repeated(record.video_id for record in records)
+    if repeated:
+        raise DataError(
+            f"{path}: {len(repeated)} query ids occur more than once (ids are file stems): "
+            f"{repeated[:10]}{_more(repeated, 10)}"
         )
     return records
 
@@ -380,13 +494,49 @@ def read_gallery_txt(path, live_id=None):
 
 
 def read_id_lists_json(path):
-    """``{key: [id, ...]}`` json (ground truth, per-livestream gallery) with normalized ids."""
+    """``{key: [id, ...]}`` json (ground truth, per-livestream gallery) with normalized ids.
+
+    ``DataError`` if it has no key, or two keys with one stem (``q1`` and ``q1.mp4``).
+    """
     data = read_json(path)
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected an object {{id: [id, ...]}}")
+    if not data:
+        raise DataError(f"{path}: no entries (expected {{id: [id, ...]}})")
+    repeated = _repeated(normalize_id(key) for key in data)
+    if repeated:
+        raise DataError(
+            f"{path}: {len(repeated)} keys occur more than once (ids are file stems): "
+            f"{repeated[:10]}{_more(repeated, 10)}"
+        )
     return {
         normalize_id(key): _id_list(value, f"{path}: key {key!r}") for key, value in data.items()
     }
+
+
+def gallery_differences(listed, grouped, shown=3):
+    """How two ``{live_id: [image_id, ...]}`` maps differ (the per-livestream gallery json
+    ``listed`` and the gallery list grouped by prefix ``grouped``): one phrase per kind of
+    difference, naming up to ``shown`` livestreams or images; [] when they agree."""
+    phrases = []
+    for name, live_ids in (
+        ("livestreams only in the json", [k for k in listed if k not in grouped]),
+        ("livestreams only in the gallery list", [k for k in grouped if k not in listed]),
+    ):
+        if live_ids:
+            phrases.append(f"{len(live_ids)} {name} {live_ids[:shown]}{_more(live_ids, shown)}")
+    common = [k for k in listed if k in grouped]
+    for name, first, second in (
+        ("images only in the json", listed, grouped),
+        ("images only in the gallery list", grouped, listed),
+    ):
+        images = []
+        for live_id in common:
+            other = set(second[live_id])
+            images += [f"{live_id}/{image}" for image in first[live_id] if image not in other]
+        if images:
+            phrases.append(f"{len(images)} {name} {images[:shown]}{_more(images, shown)}")
+    return phrases
 
 
 def read_text_map(path):

@@ -1,0 +1,157 @@
+"""scripts/ablation.py and the table / picture helpers of scripts/demo.py."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def scripts():
+    """(ablation, demo, demo_pictures) modules; they import each other from scripts/."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        yield _load("ablation"), _load("demo"), _load("demo_pictures")
+    finally:
+        sys.path.remove(str(SCRIPTS))
+
+
+def _metrics(r1, r5, r10, map_):
+    return {"r@1": r1, "r@5": r5, "r@10": r10, "map": map_}
+
+
+def test_mean_spread(scripts):
+    ablation, _, _ = scripts
+    assert ablation.mean_spread([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    assert ablation.mean_spread([4.0]) == (4.0, 0.0)
+
+
+def test_ablation_table_mean_and_spread(scripts):
+    ablation, demo, _ = scripts
+    results = {
+        "vic": [
+            {"icl": _metrics(40.0, 70.0, 80.0, 50.0)},
+            {"icl": _metrics(50.0, 80.0, 90.0, 60.0)},
+        ],
+        "vic_vim": [
+            {
+                "icl": _metrics(44.0, 74.0, 84.0, 54.0),
+                "pmd": {**_metrics(30.0, 60.0, 84.0, 40.0), "r1_change": -14.0},
+                "sum": {**_metrics(46.0, 75.0, 84.0, 55.0), "r1_change": 2.0, "rerank_weight": 0.5},
+            },
+            {
+                "icl": _metrics(46.0, 76.0, 86.0, 56.0),
+                "pmd": {**_metrics(34.0, 64.0, 86.0, 44.0), "r1_change": -12.0},
+                "sum": {**_metrics(50.0, 77.0, 86.0, 59.0), "r1_change": 4.0, "rerank_weight": 1.0},
+            },
+        ],
+    }
+    lines = ablation.ablation_table(results, demo.LABELS, 10).splitlines()
+    assert lines[0] == "| model | R@1 | R@5 | R@10 | mAP | R@1 vs ICL |"
+    assert len(lines) == 2 + 1 + 3
+    # mean of (40, 50) = 45, sample sd = 7.07
+    assert lines[2] == "| ICL | 45.0 ± 7.1 | 75.0 ± 7.1 | 85.0 ± 7.1 | 55.0 ± 7.1 |  |"
+    assert lines[3].startswith("| ICL + PMD | 45.0 ± 1.4 |")
+    assert lines[4].startswith("| ICL + PMD, PMD re-rank of the top 10 | 32.0 ± 2.8 |")
+    assert lines[4].endswith("| -13.0 ± 1.4 |")
+    assert "(beta on val: 0.5/1)" in lines[5]
+    assert lines[5].endswith("| 48.0 ± 2.8 | 76.0 ± 1.4 | 85.0 ± 1.4 | 57.0 ± 2.8 | +3.0 ± 1.4 |")
+
+
+def test_rows_of_run_reads_the_paired_change(scripts):
+    ablation, _, _ = scripts
+    section = {**_metrics(50.0, 75.0, 100.0, 60.0), "rerank_topk": 10, "rerank_weight": 0.5}
+    section["r@1_vs_icl"] = {"difference": 25.0, "ci95": [0.0, 50.0]}
+    metrics = {"icl": _metrics(25.0, 75.0, 100.0, 50.0), "pmd_rerank": section}
+    rows = ablation.rows_of_run("sum", metrics)
+    assert rows["icl"] == _metrics(25.0, 75.0, 100.0, 50.0)
+    assert rows["sum"] == {**_metrics(50.0, 75.0, 100.0, 60.0), "r1_change": 25.0,
+                           "rerank_weight": 0.5}
+    assert ablation.rows_of_run("icl", {"icl": metrics["icl"]}) == {"icl": rows["icl"]}
+    assert ablation.evaluations("vic", 10) == [("icl", [])]
+    assert [name for name, _ in ablation.evaluations("vic_vim_rec_bi", 10)] == ["pmd", "sum"]
+
+
+def test_describe_change_marks_intervals_that_hold_zero(scripts):
+    _, demo, _ = scripts
+    assert demo.describe_change((2.0, 0.4, 3.8)) == "+2.0 [+0.4, +3.8]"
+    assert demo.describe_change((-3.0, -5.0, -1.0)) == "-3.0 [-5.0, -1.0]"
+    assert demo.describe_change((0.5, -1.0, 2.0)) == "no difference (+0.5 [-1.0, +2.0])"
+
+
+def test_recall_curve_and_query_spread(scripts):
+    _, _, pictures = scripts
+    rankings = {q: {"rank": r} for q, r in zip("abcd", (1, 3, None, 10), strict=True)}
+    assert pictures.recall_curve(rankings, (1, 3, 9, 10)) == [25.0, 50.0, 50.0, 75.0]
+    assert pictures.spread_queries(list("fedcba"), 3) == ["a", "c", "e"]
+
+
+def test_pictures_from_demo_files(scripts, tmp_path):
+    """Both PNGs drawn from a tiny LPR4M-layout folder and rankings.jsonl files."""
+    _, _, pictures = scripts
+    lpr4m = tmp_path / "lpr4m"
+    live, clip = "live0", "live0-1-2"
+    (lpr4m / "annotations").mkdir(parents=True)
+    (lpr4m / "query" / clip).mkdir(parents=True)
+    (lpr4m / "gallery" / live).mkdir(parents=True)
+    frames = [f"{clip}/{clip}-{i:04d}.jpg" for i in range(3)]
+    for index, frame in enumerate(frames):
+        Image.new("RGB", (32, 40), (index * 80, 0, 0)).save(lpr4m / "query" / frame)
+    images = [f"img{i}" for i in range(6)]
+    for index, image_id in enumerate(images):
+        image = Image.new("RGB", (32, 32), (0, index * 40, 0))
+        image.save(lpr4m / "gallery" / live / f"{image_id}.jpg")
+    (lpr4m / "annotations" / "query_tenframes.json").write_text(
+        json.dumps({clip: {"frames": frames, "gt": ["img2"]}})
+    )
+    (lpr4m / "annotations" / "test_frameid2gtbox_1_1.json").write_text(
+        json.dumps({f"{clip}-0002": [[0, 0, 5, 5]]})
+    )
+    assert pictures.shown_frame(lpr4m, clip, frames) == lpr4m / "query" / frames[2]
+    lines = {
+        "before": {"video_id": clip, "live_id": live, "gt": ["img2"], "rank": 3},
+        "after": {"video_id": clip, "live_id": live, "gt": ["img2"], "rank": 1},
+    }
+    lines["before"]["topk"] = [[i, 0.1] for i in images]
+    lines["after"]["topk"] = [[i, 0.1] for i in ["img2", *images[:2], *images[3:]]]
+    runs = []
+    for name, line in lines.items():
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(json.dumps(line) + "\n")
+        runs.append((name, pictures.read_rankings(path)))
+    assert runs[1][1][clip]["rank"] == 1
+    pictures.plot_before_after(tmp_path / "before_after.png", lpr4m, runs, count=6)
+    pictures.plot_recall_at_k(
+        tmp_path / "recall.png", [("chance", [10.0] * 10), ("trained", [50.0] * 10)], "t"
+    )
+    for name in ("before_after.png", "recall.png"):
+        with Image.open(tmp_path / name) as picture:
+            assert picture.format == "PNG" and picture.width > 200
+
+
+def test_demo_table_carries_intervals_and_the_rerank_change(scripts):
+    _, demo, _ = scripts
+    icl = {"r@1": 40.0, "r@3": 55.0, "r@5": 60.0, "r@10": 70.0, "map": 50.0}
+    icl.update({"r@1_ci95": [35.0, 45.0], "map_ci95": [46.0, 54.0]})
+    rerank = {**icl, "r@1": 41.0, "rerank_topk": 10, "rerank_fusion": "sum", "rerank_weight": 0.5}
+    rerank["r@1_vs_icl"] = {"difference": 1.0, "ci95": [-0.5, 2.5]}
+    rows = demo.trained_rows("RICE", {"icl": icl, "pmd_rerank": rerank})
+    chance = ("chance", {"r@1": 1.5, "r@3": 4.5, "r@5": 7.5, "r@10": 15.0, "map": None}, None)
+    lines = demo.table([chance, *rows]).splitlines()
+    assert lines[2] == "| chance | 1.5 | 4.5 | 7.5 | 15.0 | - |  |"
+    assert lines[3] == (
+        "| RICE, trained | 40.0 [35.0, 45.0] | 55.0 | 60.0 | 70.0 | 50.0 [46.0, 54.0] |  |"
+    )
+    assert lines[4].startswith("| RICE, + re-rank of top 10 (sum, beta 0.5) | 41.0 [35.0, 45.0] |")
+    assert lines[4].endswith("| no difference (+1.0 [-0.5, +2.5]) |")
