@@ -15,6 +15,7 @@ from mmf.evaluation.loading import load_eval_config, load_eval_data
 from mmf.evaluation.reports import format_report
 from mmf.evaluation.rerank import FUSIONS
 from mmf.evaluation.run import AUTO, EvalOptions, check_options, default_device, run_evaluation
+from mmf.evaluation.text_coverage import TEXT_CHOICES
 from mmf.utils.distributed import init_distributed, raise_together
 from mmf.utils.logger import setup_logger
 
@@ -73,6 +74,18 @@ def add_eval_arguments(parser):
     parser.add_argument(
         "--seed", type=int, default=0, help="random seed, also of the bootstrap (0)"
     )
+    parser.add_argument(
+        "--boxes", default="auto", metavar="none|gt|FILE",
+        help="boxes of the query frames for a model with a box_mode: none, gt (the test box "
+        "file, dataset test_box_file) or a predicted-box json (scripts/detect_boxes.py); frames "
+        "without a box use the full frame (counted in the report). Default: gt when the model "
+        "was trained with a box_mode, else none",
+    )
+    parser.add_argument(
+        "--text", choices=TEXT_CHOICES, default=None,
+        help="texts a text model reads: none, asr (clips), title (shop images) or both "
+        "(default: those it was trained with)",
+    )
     return parser
 
 
@@ -128,4 +141,5 @@ def _load(args, dataset, global_gallery):
     options = eval_options(args)
     check_options(options)
     config, dataset_name = load_eval_config(args.config_file, dataset, args.data_dir)
-    return options, config, dataset_name, load_eval_data(config, dataset_name, global_gallery)
+    data = load_eval_data(config, dataset_name, global_gallery, boxes=args.boxes)
+    return options, config, dataset_name, data

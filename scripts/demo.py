@@ -11,8 +11,9 @@ Steps, each a command a user could run by hand (they are logged as they run):
    PMD (``--rerank_fusion``, ``--rerank_weight``; ``auto`` picks the weight on the val split);
 5. print a markdown table next to the chance level, with 95 % bootstrap intervals (resampling
    queries) for R@1 and mAP and, for a re-ranked row, the paired difference of its R@1 to the
-   ICL ranking ("no difference" when the interval holds 0); write it to ``--table``, and draw
-   ``<results_dir>/before_after.png`` and ``<results_dir>/recall_at_k.png``.
+   ICL ranking ("no difference" when the interval holds 0); write it to
+   ``<results_dir>/demo.md``, and draw ``<results_dir>/before_after.png`` and
+   ``<results_dir>/recall_at_k.png``.
 
     python scripts/demo.py --data_dir demo_data                       # make demo
 """
@@ -66,7 +67,6 @@ def parse_args(argv=None):
     parser.add_argument(
         "--results_dir", default="results", help="lpr_eval.py outputs: <results_dir>/<experiment>"
     )
-    parser.add_argument("--table", default=None, help="also write the markdown table to this file")
     return parser.parse_args(argv)
 
 
@@ -280,10 +280,8 @@ def main(argv=None):
         + f"; whole demo {(time.monotonic() - started) / 60:.1f} min."
     )
     print("\n" + summary, flush=True)
-    if args.table:
-        Path(args.table).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.table).write_text(summary + "\n", encoding="utf-8")
-        print(f"\nwrote {args.table}")
+    (results_dir / "demo.md").write_text(summary + "\n", encoding="utf-8")
+    print(f"\nwrote {results_dir / 'demo.md'}")
 
 
 if __name__ == "__main__":

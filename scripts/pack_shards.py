@@ -202,7 +202,7 @@ class Packer:
         meta = {
             "key": key, "video_id": record.video_id, "live_id": record.live_id,
             "image_id": record.image_id, "title": record.title, "category": record.category,
-            "asr": record.asr, "boxes": record.boxes, "frames": frame_names,
+            "asr": record.asr, "boxes": _box_lists(record.boxes), "frames": frame_names,
             "image": f"image{image_ext}", "source": where,
         }
         members = [(f"{key}.json", json.dumps(meta, ensure_ascii=False).encode("utf-8"))]
@@ -266,6 +266,11 @@ def pack(args):
     if len(not_packed) > SHOWN_PROBLEMS:
         print(f"  and {len(not_packed) - SHOWN_PROBLEMS} more (see the report)")
     return report
+
+
+def _box_lists(boxes):
+    """Per-frame box rows (float [n, 5]) -> [[x1, y1, x2, y2], ...] per frame, or None."""
+    return None if boxes is None else [rows[:, :4].tolist() for rows in boxes]
 
 
 def main(argv=None):

@@ -61,7 +61,7 @@ def train_boxes(count):
     boxes = [[] for _ in range(count)]
     boxes[0] = [[4, 6, 20, 30]]
     if count > 1:
-        boxes[1] = [[2, 2, 10, 10], [30, 20, 60, 50]]  # union clipped to the 48x40 frame
+        boxes[1] = [[2, 2, 10, 10], [30, 20, 50, 42]]  # union clipped to the 48x40 frame
     return boxes
 
 

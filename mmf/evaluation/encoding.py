@@ -6,7 +6,9 @@ with their normalised ids and live ids. With PMD re-ranking the gallery tokens g
 float16 ``TokenStore`` on disk (a file private to the process) and each query batch is handed
 to the re-ranker right after it is encoded, so no clip's tokens are kept. ``save_embeddings``
 writes the cache
-``<out>/embeddings.pt``.
+``<out>/embeddings.pt``. ``texts`` (``asr`` / ``title``, see ``mmf.evaluation.text_coverage``):
+the texts a text model reads; each item's text is encoded once, in its batch, and fused into
+its embedding (so the cache holds the text-fused embeddings).
 """
 import dataclasses
 import os
@@ -55,14 +57,16 @@ def make_loader(dataset, batch_size, num_workers):
 
 
 @torch.inference_mode()
-def encode_gallery(model, loader, device, token_store=None, progress=True, global_gallery=False):
+def encode_gallery(model, loader, device, token_store=None, progress=True, global_gallery=False,
+                   texts=()):
     """Image embeddings of every gallery item; gallery tokens go to ``token_store`` if given.
     Groups are the items' ``live_id`` (None for all with ``global_gallery``)."""
     ids, groups, chunks = [], [], []
     for batch in tqdm(loader, desc="gallery", unit="batch", disable=not progress):
         size = len(batch.get("image_id") or [])
         if size:
-            emb, tokens = model.encode_image(to_device(batch, device)["image"])
+            moved = to_device(batch, device)
+            emb, tokens = model.encode_image(moved["image"], **_texts(model, moved, texts, "title"))
             chunks.append(emb.float().cpu())
             if token_store is not None:
                 token_store.append(tokens)
@@ -72,24 +76,44 @@ def encode_gallery(model, loader, device, token_store=None, progress=True, globa
 
 
 @torch.inference_mode()
-def encode_queries(model, loader, device, on_batch=None, progress=True, global_gallery=False):
-    """Video embeddings of every query clip; ``on_batch(ids, groups, emb, tokens, mask)`` is
-    called after each batch (PMD re-ranking). Groups as in ``encode_gallery``."""
+def encode_queries(model, loader, device, on_batch=None, progress=True, global_gallery=False,
+                   texts=()):
+    """Video embeddings of every query clip; ``on_batch(ids, groups, emb, tokens, mask)`` (and
+    ``asr=`` the batch's ``TextVectors`` when the ASR is read) is called after each batch (PMD
+    re-ranking). Groups as in ``encode_gallery``."""
     ids, groups, chunks = [], [], []
     for batch in tqdm(loader, desc="queries", unit="batch", disable=not progress):
         size = len(batch.get("video_id") or [])
         if size:
             moved = to_device(batch, device)
             video, mask = moved["video"], moved["video_temporal_mask"]
-            emb, tokens = model.encode_video(video, mask)
+            text = _texts(model, moved, texts, "asr")
+            boxes = moved.get("video_boxes")
+            emb, tokens = model.encode_video(video, mask, **text, **_boxes(boxes))
             batch_ids = [normalize_id(i) for i in batch["video_id"]]
             batch_groups = _groups(batch, size, global_gallery)
             if on_batch is not None:
-                on_batch(batch_ids, batch_groups, emb, tokens, mask)
+                if boxes is not None:  # box_mode patch_mask: the re-ranking keys too
+                    mask = model.key_mask(video, mask, tokens.size(2), boxes)
+                on_batch(batch_ids, batch_groups, emb, tokens, mask, **text)
             chunks.append(emb.float().cpu())
             ids.extend(batch_ids)
             groups.extend(batch_groups)
     return Encoded(ids, groups, torch.cat(chunks) if chunks else torch.zeros(0, 0))
+
+
+def _texts(model, batch, texts, side):
+    """``{side: TextVectors}`` of the batch when ``side`` is read, else ``{}``; a batch without
+    the field (no text file) gives every item the "no text" path."""
+    field = f"{side}_tokens"
+    if side not in texts or field not in batch:
+        return {}
+    return {side: model.encode_text(batch[field])}
+
+
+def _boxes(boxes):
+    """``{"boxes": [B,F,4]}`` for a batch with ``video_boxes`` (``box_mode: patch_mask``)."""
+    return {} if boxes is None else {"boxes": boxes}
 
 
 def _groups(batch, size, global_gallery):

@@ -126,8 +126,12 @@ class EvalData:
     """What a dataset contributes to an evaluation.
 
     ``ground_truth`` {video_id: [image ids]}: the queries that count; ``labels`` optional
-    {breakdown name: {video_id: label}} (category, hard / regular); ``global_gallery`` ranks
-    against all gallery images instead of the query's livestream.
+    {breakdown name: {video_id: label}} (category, hard / regular, scale ...); ``global_gallery``
+    ranks against all gallery images instead of the query's livestream; ``boxes`` where the
+    query frames' boxes came from and how many frames fell back to the full frame
+    (``attach_query_boxes``; None for a dataset without boxes); ``breakdown_sources``
+    {breakdown name: how its labels were obtained} where that is not the annotation's plain
+    field.
     """
 
     query_dataset: object
@@ -135,21 +139,38 @@ class EvalData:
     ground_truth: dict
     labels: dict
     global_gallery: bool
+    boxes: dict = None
+    breakdown_sources: dict = None
 
 
-def load_eval_data(config, dataset_name, global_gallery):
-    """Query / gallery datasets, ground truth and breakdown labels from the dataset's builder."""
+def load_eval_data(config, dataset_name, global_gallery, boxes="auto"):
+    """Query / gallery datasets, ground truth and breakdown labels from the dataset's builder.
+
+    ``boxes``: the query frames' box source (``lpr_eval.py --boxes``): ``none``, ``gt``, a box
+    json path, or ``auto`` (``gt`` for a model with a ``box_mode``, else ``none``); only a
+    builder with ``attach_query_boxes`` (videotoshop) takes one other than none / auto.
+    """
     builder = registry.get_builder_class(dataset_name)()
     node = config.dataset_config[dataset_name]
     labels = {"category": builder.query_categories(node)}
     if hasattr(builder, "query_difficulty"):
         labels["difficulty"] = builder.query_difficulty(node)
+    query_dataset = builder.load_query(node)
+    box_report, sources = None, {}
+    if hasattr(builder, "attach_query_boxes"):
+        box_report = builder.attach_query_boxes(node, query_dataset, boxes)
+        breakdowns, sources = builder.query_breakdowns(node, query_dataset)
+        labels.update(breakdowns)
+    elif boxes not in ("auto", "none"):
+        raise ConfigError(f"--boxes {boxes}: dataset {dataset_name} has no boxes")
     return EvalData(
-        query_dataset=builder.load_query(node),
+        query_dataset=query_dataset,
         gallery_dataset=builder.load_gallery(node),
         ground_truth=builder.ground_truth(node),
         labels=labels,
         global_gallery=global_gallery,
+        boxes=box_report,
+        breakdown_sources=sources,
     )
 
 

@@ -4,7 +4,8 @@ For each of the first N ground-truth queries that have an embedding:
 
 - ``query_<n>_<video_id>.png``: the clip's frames, then the top-5 gallery images of the ICL
   ranking (and of the PMD re-ranking when there is one) with their scores; ground-truth
-  images have a green frame, the others a red one;
+  images have a green frame, the others a red one; the clip's ASR line and the images'
+  titles are written in when the dataset has them;
 - ``attention_<n>_<video_id>.png`` (models with a PMD head): the cross-attention of the
   shop image's patches over the clip's frame patches, for the pair (clip, best-ranked
   ground-truth image): the image, then each real frame with the attention it receives
@@ -110,7 +111,9 @@ def _draw_query(model, items, result, reranked, number, row, out_dir, device):
                 images[image_id] = items.image(group, image_id)
     name = f"{number:03d}_{query_id[:60]}"
     paths = [os.path.join(out_dir, f"query_{name}.png")]
-    plot_rankings(paths[0], query_id, frames, rankings, images, set(gt))
+    asr = (getattr(items.data.query_dataset, "asr", None) or {}).get(query_id)
+    titles = getattr(items.data.gallery_dataset, "title", None) or {}
+    plot_rankings(paths[0], query_id, frames, rankings, images, set(gt), asr, titles)
     target = _attention_target(result, row, gt, group, items)
     if target is None or not getattr(model, "has_pair_score", False):
         return paths
@@ -135,10 +138,12 @@ def _index(dataset, key):
     return {key(record): position for position, record in enumerate(records)}
 
 
-def plot_rankings(path, query_id, frames, rankings, images, gt=None):
+def plot_rankings(path, query_id, frames, rankings, images, gt=None, asr=None, titles=None):
     """PNG of a clip's ``frames`` ([3,H,W] tensors) over rows of ``rankings`` ([(label,
     [(image_id, score), ...])]) drawn from ``images`` {image_id: [3,H,W]}; with ``gt`` (a set
-    of ids) hits are framed green, misses red (``mmf.predict`` has none: grey)."""
+    of ids) hits are framed green, misses red (``mmf.predict`` has none: grey). ``asr``: the
+    clip's ASR (shown under the query id), ``titles``: {image_id: title} (under each image)."""
+    titles = titles or {}
     columns = max(len(frames), TOP)
     figure, axes = plt.subplots(
         1 + len(rankings), columns, figsize=(1.8 * columns, 2.0 * (1 + len(rankings))),
@@ -160,8 +165,13 @@ def plot_rankings(path, query_id, frames, rankings, images, gt=None):
             for spine in axis.spines.values():
                 spine.set_color(color)
                 spine.set_linewidth(3)
-            axis.set_title(f"{label} #{position + 1} {score:.3f}\n{image_id[:18]}", fontsize=7)
-    figure.suptitle(f"query {query_id}", fontsize=8)
+            title = titles.get(image_id, "").strip()
+            caption = f"{label} #{position + 1} {score:.3f}\n{image_id[:18]}"
+            axis.set_title(caption + (f"\n{title[:22]}" if title else ""), fontsize=7)
+    heading = f"query {query_id}"
+    if asr and asr.strip():
+        heading += f"\nASR: {asr.strip()[:100]}"
+    figure.suptitle(heading, fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=80)
     plt.close(figure)

@@ -111,7 +111,7 @@ def rank_queries(
     gallery_groups=None,
     topk=10,
     device="cpu",
-    max_scores=1 << 20,
+    max_scores=1 << 18,
 ):
     """Rank every ground-truth query against the gallery of its group.
 
@@ -127,7 +127,7 @@ def rank_queries(
         max_scores: score-matrix elements computed at once. Groups of similar gallery size
             are scored together with one batched matrix product (padded), so many small
             livestreams cost a few tensor operations; a group larger than this is split by
-            queries. The default keeps a batch's scores (4 MiB) in a CPU's cache while they
+            queries. The default keeps a batch's scores (1 MiB) in a CPU's cache while they
             are compared and counted.
 
     Raises ``DataError`` for a query (with ground truth) whose group has no gallery, for

@@ -3,7 +3,9 @@
 ``metrics.json`` holds one section per ranking (``icl``, and ``pmd_rerank`` with re-ranking):
 R@k, mAP, median rank, counts, the 95 % bootstrap intervals of R@1 and mAP (``r@1_ci95``,
 ``map_ci95``: resampling queries, seeded; settings under ``bootstrap``), and the same metrics
-per breakdown label (``by_category``, ``by_difficulty``). The re-ranked section also holds
+per breakdown label (``by_category``, ``by_difficulty``, ``by_scale`` ...; how derived labels were
+obtained under ``breakdown_sources``), and with boxes, their source and the query frames that
+fell back to the full frame (``boxes``). The re-ranked section also holds
 the paired R@1 change from the ICL ranking (``r@1_vs_icl``). ``rankings.jsonl`` has a line per
 ground-truth query: its ids, ground truth, rank and top-k ids with scores. ``format_report``
 is the console summary. Files are written atomically (``mmf.utils.file_io.atomic_write``).
@@ -15,6 +17,7 @@ import os
 from mmf.datasets.ids import normalize_id
 from mmf.evaluation.bootstrap import DEFAULT_LEVEL, bootstrap_intervals, paired_difference
 from mmf.evaluation.metrics import DEFAULT_KS, metrics_by_label, summarize
+from mmf.evaluation.text_coverage import coverage_lines
 from mmf.utils.file_io import atomic_write
 
 METRICS_FILE = "metrics.json"
@@ -162,9 +165,28 @@ def format_report(report, out_dir):
     for key in sorted(k for k in icl if k.startswith("by_")):
         lines.append(format_breakdown(sections, key))
     lines.extend(_rerank_lines(report.get("pmd_rerank"), report.get("bootstrap")))
+    lines.extend(_box_lines(report.get("boxes"), report.get("breakdown_sources")))
+    lines.extend(coverage_lines(report.get("text")))
     metrics, rankings = os.path.join(out_dir, METRICS_FILE), os.path.join(out_dir, RANKINGS_FILE)
     lines.append(f"wrote {metrics} and {rankings}")
     return "\n".join(lines)
+
+
+def _box_lines(boxes, breakdown_sources):
+    """Console lines on the query boxes (source, full-frame fallbacks) and derived labels."""
+    lines = []
+    if boxes is not None and boxes["source"] == "none":
+        lines.append(f"boxes: none (box_mode {boxes['box_mode']}; query frames uncut)")
+    elif boxes is not None:
+        lines.append(
+            f"boxes: {boxes['source']} ({boxes['file']}, {boxes['units']}, rule "
+            f"{boxes['box_rule']}, box_mode {boxes['box_mode']}): "
+            f"{boxes['frames_with_box']} encoded query frames with a box, "
+            f"{boxes['frames_full_frame']} without one used the full frame"
+        )
+    for name, source in sorted((breakdown_sources or {}).items()):
+        lines.append(f"by_{name}: {source}")
+    return lines
 
 
 def _rerank_lines(rerank, bootstrap):

@@ -74,9 +74,9 @@ class PMDReranker:
         self.scores = {}
 
     @torch.inference_mode()
-    def __call__(self, ids, groups, emb, tokens, mask):
+    def __call__(self, ids, groups, emb, tokens, mask, asr=None):
         """Score one encoded query batch: ids [B], groups [B], emb [B,E], tokens [B,F,T,D],
-        mask [B,F]."""
+        mask [B,F], asr: the clips' ``TextVectors`` (text models with ``tokens`` fusion)."""
         positions_of_group = {}
         for position, group in enumerate(groups):
             positions_of_group.setdefault(group, []).append(position)
@@ -101,7 +101,8 @@ class PMDReranker:
             query = pair_query[start : start + self.pair_batch].to(self.device)
             image_tokens = self.token_store.get(pair_rows[start : start + self.pair_batch])
             image_tokens = image_tokens.to(self.device, tokens.dtype)
-            scores = self.model.pair_score(image_tokens, tokens[query], mask[query])
+            text = {} if asr is None else {"asr": asr[query]}
+            scores = self.model.pair_score(image_tokens, tokens[query], mask[query], **text)
             values.append(scores.float().cpu())
         values = torch.cat(values)
         for query_id, offset, count in spans:

@@ -68,6 +68,7 @@ from mmf.evaluation.rerank import (
     rerank_top,
 )
 from mmf.evaluation.sharding import gather_encoded, gather_rerank_scores, shard, share_tokens
+from mmf.evaluation.text_coverage import TEXT_CHOICES, coverage, text_sides
 from mmf.utils.distributed import is_main, raise_together
 from mmf.utils.env import set_seed
 
@@ -93,7 +94,8 @@ class EvalOptions:
     split; default 1.0); ``topk``: ids kept per query in rankings.jsonl; ``out``: output folder
     (default ``results/<experiment_name>/<checkpoint stem>-<hash>``); ``visualize``: draw the
     first N queries; ``bootstrap_resamples``: resamples of the 95 % intervals; ``seed``: of
-    the run and of the bootstrap.
+    the run and of the bootstrap; ``text``: ``none``, ``asr``, ``title`` or ``both``, the texts
+    a text model reads (default: those it was trained with; ``mmf.evaluation.text_coverage``).
     """
 
     config_file: str
@@ -110,6 +112,7 @@ class EvalOptions:
     visualize: int = 0
     bootstrap_resamples: int = DEFAULT_RESAMPLES
     seed: int = 0
+    text: str = None
 
 
 def check_options(options):
@@ -120,6 +123,8 @@ def check_options(options):
         value = getattr(options, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise ConfigError(f"--{name} must be an integer >= {least}, got {value!r}")
+    if options.text is not None and options.text not in TEXT_CHOICES:
+        raise ConfigError(f"--text must be one of {TEXT_CHOICES}, got {options.text!r}")
     fusion = options.rerank_fusion
     if fusion not in FUSIONS:
         raise ConfigError(f"--rerank_fusion must be one of {FUSIONS}, got {fusion!r}")
@@ -147,7 +152,8 @@ def run_evaluation(options, config, dataset_name, data, progress=True):
             lambda: _prepare(options, config, dataset_name, data.global_gallery, device, claim)
         )
         logger.info("evaluating %s on %s; outputs in %s", checkpoint, dataset_name, out_dir)
-        context = _Context(model, options, device, out_dir, progress and is_main())
+        texts = text_sides(options.text, model)
+        context = _Context(model, options, device, out_dir, progress and is_main(), texts)
         fusion, search = _fusion(context, val)
         sections = _evaluate(context, config, dataset_name, data, fusion, checkpoint)
         if sections is None:
@@ -192,6 +198,7 @@ class _Context:
     device: torch.device
     out_dir: str
     progress: bool
+    texts: tuple = ()
 
 
 def _evaluate(context, config, dataset_name, data, fusion, checkpoint):
@@ -208,6 +215,7 @@ def _evaluate(context, config, dataset_name, data, fusion, checkpoint):
             options.conditional, len(evaluated.ground_truth),
         )
     gallery, queries, reranker = _encode(context, evaluated)
+    text_section, asr_only = _text_coverage(context, evaluated)
     if not is_main():
         return None
     if keep is not None:
@@ -231,6 +239,15 @@ def _evaluate(context, config, dataset_name, data, fusion, checkpoint):
         "no_positive_in_gallery": result.no_positive_in_gallery,
         **sections,
     }
+    if data.boxes is not None:
+        report["boxes"] = data.boxes
+    if data.breakdown_sources:
+        report["breakdown_sources"] = data.breakdown_sources
+    if text_section is not None:
+        if asr_only is not None:
+            asr_result = _rank(asr_only[1], asr_only[0], evaluated, topk, context.device)
+            text_section["asr_only"] = sections_of(asr_result, {}, bootstrap)
+        report["text"] = text_section
     write_rankings(
         os.path.join(out_dir, RANKINGS_FILE), result, evaluated.ground_truth,
         query_info(queries, labels), reranked,
@@ -243,6 +260,31 @@ def _evaluate(context, config, dataset_name, data, fusion, checkpoint):
             context.model, data, result, reranked, options.visualize, folder, context.device
         )
     return report
+
+
+def _text_coverage(context, data):
+    """The report's ``text`` section (None for a model without text) and, when titles may
+    leak the answer and are read, the (gallery, queries) encoded with the ASR alone (every
+    rank encodes its share)."""
+    if not getattr(context.model, "text_inputs", ()):
+        return None, None
+    section = {"sides": list(context.texts), "coverage": coverage(data)}
+    if not section["coverage"]["title_leak"]:
+        return section, None
+    logger.warning(
+        "titles cover %.1f %% of the ground-truth images and %.1f %% of the other gallery "
+        "images: title results may leak the answer",
+        section["coverage"]["ground_truth_with_title"]["percent"],
+        section["coverage"]["other_gallery_with_title"]["percent"],
+    )
+    if "title" not in context.texts:
+        return section, None
+    asr = tuple(side for side in context.texts if side == "asr")
+    plain = dataclasses.replace(
+        context, options=dataclasses.replace(context.options, rerank_topk=0), texts=asr
+    )
+    gallery, queries, _ = _encode(plain, data)
+    return section, (gallery, queries)
 
 
 def _fusion(context, val):
@@ -290,14 +332,14 @@ def _encode(context, data):
     try:
         gallery = gather_encoded(raise_together(lambda: encode_gallery(
             model, make_loader(gallery_part, options.batch_size, options.num_workers),
-            device, token_store, progress, data.global_gallery,
+            device, token_store, progress, data.global_gallery, context.texts,
         )))
         if token_store is not None:
             token_store = share_tokens(token_store, context.out_dir)
             reranker = PMDReranker(model, gallery, token_store, options.rerank_topk, device)
         queries = gather_encoded(raise_together(lambda: encode_queries(
             model, make_loader(query_part, options.batch_size, options.num_workers),
-            device, reranker, progress, data.global_gallery,
+            device, reranker, progress, data.global_gallery, context.texts,
         )))
         if reranker is not None:
             gather_rerank_scores(reranker)

@@ -31,14 +31,16 @@ An ``interpolation`` given as a string (``bicubic``) becomes ``InterpolationMode
 
 ``decode`` is what the dataset must hand over: ``pil``, ``uint8`` or ``jpeg``.
 Calling the processor on an image returns the transformed image; a dict ``{"image": img}``
-returns ``{"image": transformed}`` (MMF style).
+returns ``{"image": transformed}`` (MMF style). ``transform_with_box(image, box)`` moves a box
+through the same transforms as the image (``torchvision.transforms.v2`` with
+``tv_tensors.BoundingBoxes``; ``box_mode: patch_mask``, outputs ``float`` and ``uint8``).
 """
 import collections.abc
 import dataclasses
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from torchvision import transforms
+from torchvision import transforms, tv_tensors
 from torchvision.transforms import v2
 
 from mmf.common.errors import ConfigError
@@ -85,20 +87,40 @@ class TorchvisionTransforms(BaseProcessor):
             )
         self.decode = DECODE_OF_OUTPUT[self.output]
         parsed = [_parse_entry(entry, position) for position, entry in enumerate(entries)]
+        self._box_transform = None
         if self.output == "float":
             self.transform = transforms.Compose(
                 [_build(transforms, *entry) for entry in parsed]
             )
             self.normalization = None
+            self._box_transform = v2.Compose([_build_v2_float(*entry) for entry in parsed])
         else:
             self.normalization = _pop_normalize(parsed)
             steps = [_build(v2, *entry) for entry in parsed if entry[0] != "ToTensor"]
             self.transform = v2.Compose(steps or [v2.Identity()])
+            if self.output == "uint8":
+                self._box_transform = self.transform
 
     def __call__(self, item, *args, **kwargs):
         if isinstance(item, collections.abc.Mapping):
             return {"image": self._apply(item["image"])}
         return self._apply(item)
+
+    def transform_with_box(self, image, box):
+        """``image`` (what ``decode`` hands over) and ``box`` [4] (x1, y1, x2, y2 in its
+        pixels) through the same transforms, random ones included -> (transformed image, float
+        box [4] in pixels of the output, clamped to it)."""
+        if self._box_transform is None:
+            raise ConfigError(
+                "torchvision_transforms: a box moves through output float or uint8, "
+                f"not {self.output!r}"
+            )
+        boxes = tv_tensors.BoundingBoxes(
+            torch.as_tensor(box, dtype=torch.float32)[None], format="XYXY",
+            canvas_size=tuple(v2.functional.get_size(image)),
+        )
+        out, moved = self._box_transform(image, boxes)
+        return out, moved.as_subclass(torch.Tensor)[0].float()
 
     def _apply(self, image):
         if self.output != "jpeg":
@@ -141,6 +163,14 @@ def _pop_normalize(parsed):
     if constants.shape != (2, 3):
         raise ConfigError(f"{where}.params: mean and std need 3 values each")
     return constants
+
+
+def _build_v2_float(name, params, where):
+    """The ``torchvision.transforms.v2`` step of a ``float`` entry (``ToTensor``: ToImage then
+    ToDtype float32 scaled, what v1 ``ToTensor`` does)."""
+    if name == "ToTensor":
+        return v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
+    return _build(v2, name, params, where)
 
 
 def _build(module, name, params, where):

@@ -71,9 +71,13 @@ class RICEForContrastive(TaskBaseModel):
         video_mask,
         exclude=None,
         tasks=None,
+        embeddings=None,
     ):
         """``{"vic_loss"}`` of (norm_s * clip embedding, norm_s * image embedding); ``tasks``
-        can only be vic here. Returns ``(losses, metrics)`` like the pretraining head."""
-        scores = self.contrastive_norm(pool_video(video_global, video_mask))
-        targets = self.contrastive_norm(image_global)
+        can only be vic here; ``embeddings``: the text-fused (image, clip) embeddings to use.
+        Returns ``(losses, metrics)`` like the pretraining head."""
+        if embeddings is None:
+            embeddings = image_global, pool_video(video_global, video_mask)
+        scores = self.contrastive_norm(embeddings[1])
+        targets = self.contrastive_norm(embeddings[0])
         return {"vic_loss": self.contrastive_loss(scores, targets, exclude)}, {}

@@ -109,24 +109,31 @@ class RICEForPretraining(TaskBaseModel):
         video_mask,
         exclude=None,
         tasks=None,
+        embeddings=None,
+        asr_keys=None,
     ):
         """Losses of ``tasks`` (default: every configured task) and detached accuracies.
 
         image_global [B,E], image_tokens [B,T,D], video_global [B,F,E], video_tokens [B,F,T,D],
-        video_mask [B,F], exclude [B,G] bool or None (same-product columns).
+        video_mask [B,F] (or per token [B,F,T] with ``embeddings``: ``box_mode: patch_mask``
+        keys only the tokens a frame's box keeps), exclude [B,G] bool or None (same-product
+        columns). With text
+        (``text_fusion``): ``embeddings`` the fused unit (image [B,E], clip [B,E]) embeddings,
+        ``asr_keys`` the clips' ASR keys (tokens [B,1,D], valid [B,1]) appended to the PMD keys.
 
         With PMD and PFR both on, the cross model runs once over the B positive pairs: PMD takes
         its scores and PFR its cross-attention maps.
         """
         tasks = self.tasks if tasks is None else tasks
-        image_emb = embed_image(image_global)
-        video_emb = embed_video(video_global, video_mask)
+        if embeddings is None:
+            embeddings = embed_image(image_global), embed_video(video_global, video_mask)
+        image_emb, video_emb = embeddings
         losses, metrics = {}, {}
         if "vic" in tasks:
             losses["vic_loss"] = self.vic_loss(image_emb, video_emb, self.logit_scale, exclude)
         maps = None
         if "vim" in tasks:
-            key_value, key_valid = _keys(video_tokens, video_mask)
+            key_value, key_valid = _keys(video_tokens, video_mask, asr_keys)
             _, pooled, maps = self.transformer(
                 image_tokens, key_value, key_valid, return_attention="rec" in tasks
             )
@@ -135,11 +142,13 @@ class RICEForPretraining(TaskBaseModel):
                 name = PMD_NAMES[direction]
                 losses[f"{name}_loss"], direction_metrics = self.pmd_loss(
                     image_emb, video_emb, image_tokens, video_tokens, video_mask, exclude,
-                    direction=direction, positive_scores=positive_scores,
+                    direction=direction, positive_scores=positive_scores, asr_keys=asr_keys,
                 )
                 metrics.update(direction_metrics)
         if "rec" in tasks:
-            losses["rec_loss"] = self.pfr_loss(image_tokens, video_tokens, video_mask, maps)
+            losses["rec_loss"] = self.pfr_loss(
+                image_tokens, video_tokens, video_mask, maps, asr_keys=asr_keys
+            )
         return losses, metrics
 
     def pmd_score(self, pooled):
@@ -147,22 +156,23 @@ class RICEForPretraining(TaskBaseModel):
         weight = F.normalize(self.heads["vim"].weight, dim=-1)
         return PMD_SCALE * (F.normalize(pooled, dim=-1) @ weight.t()).squeeze(-1)
 
-    def pair_score(self, image_tokens, video_tokens, video_mask):
+    def pair_score(self, image_tokens, video_tokens, video_mask, asr_keys=None):
         """PMD score of each (image, video) pair: [N,T,D], [N,F,T,D], [N,F] -> [N].
 
-        The image tokens are the queries and the video tokens the keys/values, in training
-        (both PMD directions) as at re-ranking.
+        The image tokens are the queries and the video tokens (and ``asr_keys``, see
+        ``training_losses``) the keys/values, in training (both PMD directions) as at re-ranking.
         """
-        _, pooled, _ = self.transformer(image_tokens, *_keys(video_tokens, video_mask))
+        _, pooled, _ = self.transformer(image_tokens, *_keys(video_tokens, video_mask, asr_keys))
         return self.pmd_score(pooled)
 
-    def cross_attention(self, image_tokens, video_tokens, video_mask):
-        """Attention probabilities of the last cross block:
-        [N,T,D], [N,F,T,D], [N,F] -> [N,H,T,F*T]."""
-        key_value, key_valid = _keys(video_tokens, video_mask)
+    def cross_attention(self, image_tokens, video_tokens, video_mask, asr_keys=None):
+        """Attention probabilities of the last cross block on the visual keys:
+        [N,T,D], [N,F,T,D], [N,F] -> [N,H,T,F*T] (an ASR key's share is left out)."""
+        key_value, key_valid = _keys(video_tokens, video_mask, asr_keys)
         _, _, maps = self.transformer(image_tokens, key_value, key_valid, return_attention=True)
         # The blocks return probabilities times sqrt(head_dim) (the PFR input); undo the scale.
-        return maps[-1] / maps[-1].sum(dim=-1, keepdim=True)
+        probabilities = maps[-1] / maps[-1].sum(dim=-1, keepdim=True)
+        return probabilities[..., : _num_visual(video_tokens)]
 
     @torch.no_grad()
     def mine_negatives(self, image_emb, video_emb, exclude=None):
@@ -201,6 +211,7 @@ class RICEForPretraining(TaskBaseModel):
         exclude=None,
         direction="image",
         positive_scores=None,
+        asr_keys=None,
     ):
         """PMD in one direction: cross-entropy of each local pair's score against K hard negatives.
 
@@ -210,20 +221,26 @@ class RICEForPretraining(TaskBaseModel):
         Either way the image tokens are the cross model's queries (as in ``pair_score``); the
         negatives run ``pmd_chunk_size`` rows per cross-model pass. ``positive_scores`` [B]: the
         pairs' scores if already computed (``training_losses`` shares them between directions).
+        ``asr_keys``: the clips' ASR keys (``training_losses``), gathered with the clip tokens.
 
         Returns ``(loss, {"<name>/dual_accuracy", "<name>/cross_accuracy"})`` (accuracies
         detached), ``<name>`` = ``vim`` (image direction) or ``vim_video``.
         """
-        key_value, key_valid = _keys(video_tokens, video_mask)
+        key_value, key_valid = _keys(video_tokens, video_mask, asr_keys)
         if positive_scores is None:
             _, pooled, _ = self.transformer(image_tokens, key_value, key_valid)
             positive_scores = self.pmd_score(pooled)
         rows = torch.arange(image_tokens.size(0), device=image_tokens.device)
         if direction == "image":
             _, negatives, valid, dual_accuracy = self.mine_negatives(image_emb, video_emb, exclude)
+            all_asr_keys = None if asr_keys is None else (
+                gather_tensor_along_batch_with_backward(asr_keys[0]),
+                gather_tensor_along_batch(asr_keys[1]),
+            )
             all_key_value, all_key_valid = _keys(
                 gather_tensor_along_batch_with_backward(video_tokens),
                 gather_tensor_along_batch(video_mask),
+                all_asr_keys,
             )
             rows = rows[:, None].expand_as(negatives)
             negative_scores = self._pair_scores(
@@ -263,18 +280,23 @@ class RICEForPretraining(TaskBaseModel):
             scores.append(self.pmd_score(pooled))
         return torch.cat(scores).view_as(image_index)
 
-    def pfr_loss(self, image_tokens, video_tokens, video_mask, maps=None):
+    def pfr_loss(self, image_tokens, video_tokens, video_mask, maps=None, asr_keys=None):
         """PFR: rebuild the (detached) image tokens from the (detached, padding-zeroed) video
         tokens with cross-attention maps refined by the ``rec`` head; MSE.
 
         ``maps``: the cross model's maps of these pairs if already computed (by PMD's forward
         of the positive pairs), a list of [B,H,T,F*T]. Otherwise only the maps are computed:
         the cross model stops at the last cross block's maps (the original also runs its
-        values, output, MLP and pooler, which get no gradient from this loss).
+        values, output, MLP and pooler, which get no gradient from this loss). With
+        ``asr_keys`` the maps also cover the ASR keys; only the F*T visual positions feed the
+        reconstruction.
         """
-        key_value, key_valid = _keys(video_tokens, video_mask)
+        key_value, key_valid = _keys(video_tokens, video_mask, asr_keys)
         if maps is None:
             maps = self.transformer.cross_attention_maps(image_tokens, key_value, key_valid)
+        visual = _num_visual(video_tokens)
+        key_value, key_valid = key_value[:, :visual], key_valid[:, :visual]
+        maps = [layer_maps[..., :visual] for layer_maps in maps]
         logits = self.heads["rec"](torch.cat(maps, dim=1)).squeeze(1)  # [B, T, F*T]
         if self.pfr_mask_padding:
             logits = logits.masked_fill(~key_valid[:, None, :], float("-inf"))
@@ -283,7 +305,21 @@ class RICEForPretraining(TaskBaseModel):
         return self.mse_loss(attention @ values, image_tokens.detach())
 
 
-def _keys(video_tokens, video_mask):
-    """Cross-model keys of clips: [N,F,T,D], [N,F] -> (tokens [N,F*T,D], valid [N,F*T] bool)."""
-    key_valid = video_mask.bool().repeat_interleave(video_tokens.size(2), dim=1)
-    return video_tokens.flatten(1, 2), key_valid
+def _keys(video_tokens, video_mask, extra=None):
+    """Cross-model keys of clips: [N,F,T,D], [N,F] or [N,F,T] -> (tokens [N,F*T,D], valid
+    [N,F*T] bool);
+    ``extra`` (tokens [N,K,D], valid [N,K]: the ASR keys) is appended after the visual keys."""
+    if video_mask.dim() == 3:  # per token [N,F,T] (box_mode patch_mask: RICE.key_mask)
+        key_valid = video_mask.bool().flatten(1, 2)
+    else:
+        key_valid = video_mask.bool().repeat_interleave(video_tokens.size(2), dim=1)
+    key_value = video_tokens.flatten(1, 2)
+    if extra is not None:
+        key_value = torch.cat([key_value, extra[0].to(key_value.dtype)], dim=1)
+        key_valid = torch.cat([key_valid, extra[1].bool()], dim=1)
+    return key_value, key_valid
+
+
+def _num_visual(video_tokens):
+    """F*T: the keys of a clip's frames, before any ASR key."""
+    return video_tokens.size(1) * video_tokens.size(2)

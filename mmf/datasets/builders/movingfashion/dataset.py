@@ -9,6 +9,7 @@ from mmf.datasets.builders.videotoshop.dataset import VideoToShopDataset
 
 class MovingFashionDataset(VideoToShopDataset):
     dataset_name = "movingfashion"
+    has_text = False
 
     def _read_pairs(self, max_lines):
         return database.MovingFashionPairAnnotations(

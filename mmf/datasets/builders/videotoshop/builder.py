@@ -16,6 +16,8 @@ Helper API (``config`` is the dataset's config node, ``dataset_config.videotosho
                                       #   else from the live_id/ prefix of the gallery lines
                                       #   (load_gallery logs where the two differ)
     builder.query_categories(config)  # {video_id: category} for the clips that have one
+    builder.attach_query_boxes(config, queries, "gt")   # boxes of the query frames (--boxes)
+    builder.query_breakdowns(config, queries)  # scale / duration / products labels, sources
 
 Ids are file stems everywhere (``mmf.datasets.ids.normalize_id``), so they compare as plain strings.
 """
@@ -23,8 +25,9 @@ import collections
 import logging
 import os
 
-from mmf.common.errors import ConfigError
+from mmf.common.errors import ConfigError, DataError
 from mmf.common.registry import registry
+from mmf.datasets.boxes import read_box_json
 from mmf.datasets.builders.videotoshop import database
 from mmf.datasets.builders.videotoshop.dataset import VideoToShopDataset
 from mmf.datasets.builders.videotoshop.shards import ShardDataset
@@ -94,6 +97,72 @@ class VideoToShopBuilder(MMFDatasetBuilder):
         records = self._read_queries(self._kind_path(config, dataset_type, "query"))
         return {r.video_id: r.category for r in records if r.category is not None}
 
+    def attach_query_boxes(self, config, queries, source="auto"):
+        """Give the query dataset ``queries`` the boxes of ``source`` and describe them.
+
+        source: ``none``; ``gt`` (the file matching ``test_box_file``); a path (a predicted-box
+        json, same layout: ``scripts/detect_boxes.py``); ``auto``: ``gt`` when the model has a
+        ``box_mode``, else ``none``. Returns ``{"source", "box_mode", ...}`` with, for a file,
+        ``file``, ``units``, ``box_rule`` and the encoded frames with a box
+        (``frames_with_box``) and on the full frame (``frames_full_frame``, no box there)."""
+        mode = queries.box_settings.mode
+        if source == "auto":
+            source = "gt" if mode else "none"
+        if source == "none":
+            return {"source": "none", "box_mode": mode}
+        if mode is None:
+            raise ConfigError(
+                f"--boxes {source}: the model has no box_mode (model_config.rice.box_mode is "
+                "null), so boxes would change nothing; use --boxes none"
+            )
+        if source == "gt":
+            path = self._find(config, "test_box_file", required=True)
+        elif os.path.isfile(source):
+            path = source
+        else:
+            raise DataError(f"--boxes {source}: no such box file (none, gt or a json file)")
+        table = read_box_json(
+            path, frame_ids=_query_frame_ids(queries), on_error=queries.on_error
+        )
+        queries.use_box_table(table)
+        boxed, full = queries.box_counts()
+        logger.info(
+            "query boxes from %s (%s): %d encoded frames with a box, %d on the full frame",
+            path, source, boxed, full,
+        )
+        return {
+            "source": "gt" if source == "gt" else "file", "file": path, "units": table.units,
+            "box_mode": mode, "box_rule": queries.box_settings.rule,
+            "frames_with_box": boxed, "frames_full_frame": full,
+        }
+
+    def query_breakdowns(self, config, queries):
+        """``(labels, sources)``: ``{name: {video_id: label}}`` of the LPR4M breakdowns the
+        query json carries (``scale``, ``duration``, ``products``), and how each was obtained.
+        Without ``scale`` in the json, scale is derived from the ground-truth boxes
+        (``test_box_file``, when a file matches: ``VideoToShopDataset.derived_scale``)."""
+        labels, sources = {}, {}
+        for name in database.BREAKDOWNS:
+            mapping = {
+                r.video_id: r.breakdowns[name] for r in queries.records
+                if r.breakdowns and name in r.breakdowns
+            }
+            if mapping:
+                labels[name], sources[name] = mapping, "annotation (query json)"
+        path = self._find(config, "test_box_file", required=False)
+        if "scale" not in labels and path:
+            table = queries.box_table
+            if table is None or table.path != path:
+                table = read_box_json(
+                    path, frame_ids=_query_frame_ids(queries), on_error=queries.on_error
+                )
+            labels["scale"] = queries.derived_scale(table)
+            sources["scale"] = (
+                f"derived from the ground-truth boxes of {path}: mean area fraction of the "
+                f"intended box ({queries.box_settings.rule}) <= 0.2 is small"
+            )
+        return labels, sources
+
     def _read_queries(self, path):
         return database.read_query_json(path)
 
@@ -130,3 +199,8 @@ class VideoToShopBuilder(MMFDatasetBuilder):
         dataset = self.dataset_class(config, dataset_type, index)
         dataset.init_processors()
         return dataset
+
+
+def _query_frame_ids(queries):
+    """Every frame id of the query clips (a box file may name no other frame)."""
+    return [frame for record in queries.records for frame in record.frames]

@@ -38,12 +38,15 @@ import os
 import numpy as np
 
 from mmf.common.errors import ConfigError, DataError
+from mmf.datasets.boxes import check_boxes, parse_box_column
 from mmf.datasets.ids import live_id_of, normalize_id
 
 logger = logging.getLogger(__name__)
 
 LPR4M = "LPR4M"
 LPR750K = "LPR750K"
+# LPR4M columns 9-11: product scale, visible duration and number-of-products types.
+BREAKDOWNS = ("scale", "duration", "products")
 
 
 def find_annotation_file(data_dir, pattern, key, required):
@@ -197,9 +200,10 @@ class PairFile:
 
 @dataclasses.dataclass
 class PairRecord:
-    """One training pair. Paths are relative to the split's image root; ``boxes`` is one box
-    list per frame (LPR4M with ``crop_to_box``) or None; text fields are None when the
-    format has none."""
+    """One training pair. Paths are relative to the split's image root; ``boxes`` is one float
+    [n, 5] array of box rows per frame, in the file's units (LPR4M with ``read_boxes``) or None;
+    text fields are None when the format has none; ``breakdowns`` the LPR4M columns 9-11
+    (``scale``, ``duration``, ``products``); ``where`` the file and line."""
 
     video_id: str
     live_id: str
@@ -210,6 +214,8 @@ class PairRecord:
     category: str = None
     asr: str = None
     boxes: list = None
+    breakdowns: dict = None
+    where: str = None
 
 
 class LPRPairAnnotations(PairFile):
@@ -225,7 +231,7 @@ class LPRPairAnnotations(PairFile):
         super().__init__(path, max_lines, skip_malformed)
         logger.info("%s: %d pairs in the %s layout", path, len(self.lines), self.layout)
         if read_boxes and self.layout == LPR750K:
-            logger.warning("%s: crop_to_box has no effect, LPR750K lines have no boxes", path)
+            logger.warning("%s: box_mode has no effect, LPR750K lines have no boxes", path)
 
     def _layout(self, columns, where):
         layout = None
@@ -260,6 +266,8 @@ class LPRPairAnnotations(PairFile):
                 video_id, live_id_of(video_id), frame_ids, image_id,
                 f"{self.images_dir}/{image_id}.jpg",
                 title=columns[4], category=columns[6], asr=columns[7], boxes=boxes,
+                breakdowns=dict(zip(BREAKDOWNS, (c.strip() for c in columns[8:11]), strict=True)),
+                where=where,
             )
         else:
             record = PairRecord(
@@ -339,40 +347,26 @@ def parse_string_list(text, where, what):
 
 
 def _parse_boxes(text, num_frames, where):
-    """Column 3: per frame, a list of ``[x1, y1, x2, y2]`` boxes."""
-    boxes = parse_list(text, where, "column 3 (boxes)")
-    if len(boxes) != num_frames:
-        raise DataError(f"{where}: column 3 has {len(boxes)} box lists for {num_frames} frames")
-    if not all(map(_is_box_list, boxes)):
-        raise DataError(
-            f"{where}: column 3 must hold, per frame, a list of [x1, y1, x2, y2] boxes"
-        )
-    return boxes
-
-
-def _is_box_list(frame_boxes):
-    # Plain loops, no generators: this runs for every frame of every line at load.
-    if not isinstance(frame_boxes, list):
-        return False
-    for box in frame_boxes:
-        if not isinstance(box, (list, tuple)) or len(box) != 4:
-            return False
-        x1, y1, x2, y2 = box
-        if not (isinstance(x1, (int, float)) and isinstance(y1, (int, float))
-                and isinstance(x2, (int, float)) and isinstance(y2, (int, float))):
-            return False
-    return True
+    """Column 3: per frame, float [n, 5] box rows (``mmf.datasets.boxes.parse_box_column``),
+    inverted boxes rejected here; the frame-size checks wait for the stored frame."""
+    per_frame = parse_box_column(text, num_frames, where)
+    for index, rows in enumerate(per_frame):
+        check_boxes(rows, None, None, f"{where}: column 3, frame {index}")
+    return per_frame
 
 
 @dataclasses.dataclass
 class QueryRecord:
-    """A test clip; ``frames`` are relative to the query image root."""
+    """A test clip; ``frames`` are relative to the query image root; ``breakdowns`` the
+    LPR4M columns 9-11 when the json entry carries them (keys ``scale``, ``duration``,
+    ``products``)."""
 
     video_id: str
     live_id: str
     frames: list
     gt: list
     category: str = None
+    breakdowns: dict = None
 
 
 class _RepeatedKeys(Exception):
@@ -443,6 +437,7 @@ def read_query_json(path, live_id_fn=live_id_of):
                 video_id, live_id_fn(video_id), frames,
                 _id_list(entry.get("gt", []), where + " 'gt'"),
                 None if category is None else str(category),
+                {name: str(entry[name]) for name in BREAKDOWNS if entry.get(name) is not None},
             )
         )
     repeated = _repeated(record.video_id for record in records)

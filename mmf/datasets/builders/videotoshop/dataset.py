@@ -21,6 +21,11 @@ Frames are transformed one by one by ``train_image_processor`` (train split) or
 keeps are decoded. Augmentation (random crops, flips, frame cuts, patch masks) happens only
 in the train split, so val / test items are deterministic.
 
+Boxes (``clip_boxes``; ``box_mode`` follows ``model_config.rice.box_mode``): train / val pair
+files give them in column 3 (units decided per file from its first lines and logged); query
+clips get them from a box json through ``use_box_table`` (the evaluation's ``--boxes``).
+``video_boxes`` [F,4] comes along with ``box_mode: patch_mask``.
+
 A missing or corrupt image raises ``DataError`` naming its path; with ``on_error: skip`` the
 item is logged and ``__getitem__`` returns None (the ``BatchCollator`` drops and counts it).
 Every line of a pair file is validated when the dataset is built (before training starts):
@@ -30,8 +35,12 @@ the count and the first lines are logged. Query and gallery files always raise.
 import logging
 import os
 
+from PIL import Image
+
 from mmf.common.errors import ConfigError
+from mmf.datasets.boxes import PIXELS, select_boxes, train_column_units
 from mmf.datasets.builders.videotoshop import database
+from mmf.datasets.builders.videotoshop.clip_boxes import BoxSettings, ColumnBoxes, TableBoxes
 from mmf.datasets.builders.videotoshop.images import UnreadableImageError, load_image
 from mmf.datasets.builders.videotoshop.samples import VideoToShopSamples
 from mmf.datasets.mmf_dataset import MMFDataset
@@ -39,6 +48,8 @@ from mmf.datasets.mmf_dataset import MMFDataset
 logger = logging.getLogger(__name__)
 
 ON_ERROR_CHOICES = ("raise", "skip")
+# The original's threshold: a product whose box covers at most 20 % of the frame is "small".
+SMALL_AREA = 0.2
 DEBUG_MAX_LINES = 10000
 
 
@@ -58,6 +69,9 @@ class VideoToShopDataset(VideoToShopSamples, MMFDataset):
                 f"dataset_config.{self.dataset_name}.use_features: features are not supported"
             )
         self.use_augments = dataset_type == "train"
+        self.box_settings = BoxSettings(config, self.dataset_name)
+        self.box_units = None
+        self.box_table = None
         self.kind = database.annotation_kind(self.annotation_path)
         self.asr = {}
         self.title = {}
@@ -79,14 +93,65 @@ class VideoToShopDataset(VideoToShopSamples, MMFDataset):
         )
 
     def _read_pairs(self, max_lines):
-        return database.LPRPairAnnotations(
+        read_boxes = self.box_settings.mode is not None
+        pairs = database.LPRPairAnnotations(
             self.annotation_path,
             frames_dir=self.config.get("train_frames_dir", "training_frames"),
             images_dir=self.config.get("train_images_dir", "training_images"),
-            read_boxes=bool(self.config.get("crop_to_box", False)),
+            read_boxes=read_boxes,
             max_lines=max_lines,
             skip_malformed=self.on_error == "skip",
         )
+        if read_boxes and pairs.layout == database.LPR4M:
+            self.box_units = train_column_units(self.annotation_path)
+        return pairs
+
+    def use_box_table(self, table):
+        """Query clips take their boxes from ``table`` (a ``BoxTable``; None: no boxes)."""
+        self.box_table = table
+
+    def box_counts(self):
+        """``(frames with a box, frames on the full frame)`` over the frames the query clips
+        encode (the evaluation's frame selection), under ``box_rule``; (0, 0) without a table."""
+        if self.box_table is None or self.kind != "query":
+            return 0, 0
+        slicer = self._processor("masked_video_processor")
+        boxed = total = 0
+        for record in self.records:
+            has_box = TableBoxes(self.box_table, record.frames).has_box(self.box_settings.rule)
+            keep = slicer.select(len(record.frames), use_augments=False)
+            boxed += sum(has_box[i] for i in keep)
+            total += len(keep)
+        return boxed, total - boxed
+
+    def derived_scale(self, table, small=SMALL_AREA):
+        """``{video_id: "small" | "large"}`` from ``table``'s boxes: the mean, over a clip's
+        frames with a box, of the intended box's area over the frame's (``box_rule``); at most
+        ``small`` (the original's 0.2) is small. Clips without a box get no label."""
+        labels = {}
+        for record in self.records:
+            if table.units == PIXELS:
+                with Image.open(os.path.join(self.image_dir, record.frames[0])) as header:
+                    width, height = header.size
+            else:
+                width, height = 1, 1
+            chosen = select_boxes(
+                TableBoxes(table, record.frames).pixels(width, height), self.box_settings.rule,
+                (width, height),
+            )
+            areas = [(b[2] - b[0]) * (b[3] - b[1]) / (width * height) for b in chosen
+                     if b is not None]
+            if areas:
+                labels[record.video_id] = "small" if sum(areas) / len(areas) <= small else "large"
+        return labels
+
+    def clip_boxes(self, record):
+        """The ``ClipBoxes`` of a pair or query record, or None."""
+        if self.kind == "query":
+            return None if self.box_table is None else TableBoxes(self.box_table, record.frames)
+        if record.boxes is None or self.box_units is None:
+            return None
+        return ColumnBoxes(record.boxes, self.box_units, record.where, self.on_error)
 
     def _read_queries(self):
         return database.read_query_json(self.annotation_path)

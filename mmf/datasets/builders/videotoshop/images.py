@@ -65,7 +65,7 @@ def load_uint8(source, boxes=None):
     try:
         image = decode_image(data, mode=ImageReadMode.RGB)
     except RuntimeError:
-        rgb = _decode(_NamedBytes(data.numpy().tobytes(), str(source)))
+        rgb = _decode(NamedBytes(data.numpy().tobytes(), str(source)))
         image = torch.from_numpy(np.array(rgb)).permute(2, 0, 1).contiguous()
     return crop_to_boxes(image, boxes)
 
@@ -113,7 +113,10 @@ def union_box(boxes, width, height):
     return (x1, y1, x2, y2)
 
 
-class _NamedBytes(io.BytesIO):
+class NamedBytes(io.BytesIO):
+    """Stored image bytes that print as their source (a path, or ``<shard>:<member>``), so
+    that decode errors name where the bytes came from."""
+
     def __init__(self, data, name):
         super().__init__(data)
         self.name = name

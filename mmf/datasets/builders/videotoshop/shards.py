@@ -47,7 +47,11 @@ from mmf.common.errors import ConfigError, DataError
 from mmf.datasets.base_dataset import BaseDataset
 from mmf.datasets.builders.videotoshop.database import PairRecord
 from mmf.datasets.builders.videotoshop.dataset import ON_ERROR_CHOICES
-from mmf.datasets.builders.videotoshop.images import UnreadableImageError, load_image
+from mmf.datasets.builders.videotoshop.images import (
+    NamedBytes,
+    UnreadableImageError,
+    load_image,
+)
 from mmf.datasets.builders.videotoshop.samples import VideoToShopSamples
 from mmf.utils.distributed import get_rank, get_world_size
 from mmf.utils.samplers import sample_seed, seeded_rngs
@@ -91,18 +95,6 @@ def read_sidecar(tar_path):
     if not isinstance(offsets, list) or len(offsets) != index.get("samples", -1) + 1:
         raise DataError(f"{path}: expected 'samples' and 'offsets' (samples + 1 byte offsets)")
     return index
-
-
-class NamedBytes(io.BytesIO):
-    """Stored image bytes that print as ``<shard>:<member>``, so that ``load_rgb``'s errors
-    name where the bytes came from."""
-
-    def __init__(self, data, name):
-        super().__init__(data)
-        self.name = name
-
-    def __str__(self):
-        return self.name
 
 
 def read_sample(handle, tar_path, start, end):
@@ -184,6 +176,11 @@ class ShardDataset(VideoToShopSamples, BaseDataset, torch.utils.data.IterableDat
             )
         self.use_augments = dataset_type == "train"
         self.crop_to_box = bool(config.get("crop_to_box", False))
+        if config.get("box_mode"):
+            raise ConfigError(
+                f"model_config.rice.box_mode {config.get('box_mode')!r} reads the boxes of "
+                f"annotation files; dataset_config.{self.dataset_name}.shards does not carry it"
+            )
         self.buffer_size = int(config.get("shard_shuffle_buffer", 1000))
         if self.buffer_size < 1:
             raise ConfigError(
