@@ -25,10 +25,10 @@ test: lint
 	$(PY) -m pytest tests
 
 demo: install
-	$(PY) scripts/demo.py --data_dir $(DEMO_DIR)
+	$(PY) scripts/demo.py --data_dir $(DEMO_DIR) $(DEMO_ARGS)
 
 ablation: install
-	$(PY) scripts/ablation.py --data_dir $(DEMO_DIR)
+	$(PY) scripts/ablation.py --data_dir $(DEMO_DIR) $(ABLATION_ARGS)
 
 bench: install
 	for script in bench/*.py; do $(PY) $$script || exit 1; done

@@ -180,7 +180,7 @@ def decode_section(args, device, data_dir):
             {"type": "CenterCrop", "params": {"size": [224, 224]}}, "ToTensor"],
     }))
     images = [
-        processor(SimpleNamespace(data=data, boxes=None, name="demo frame"))
+        processor(SimpleNamespace(data=data, crop=None, name="demo frame"))
         for data in demo_jpegs(data_dir, 40 if args.tiny else 400)
     ]
     clips = len(images) / 10

@@ -7,6 +7,15 @@ Prints a table per clip and writes ``<out_dir>/predictions.json`` ({clip: [{imag
 score}, ...]}, best first) and, with ``--picture``, ``<out_dir>/picture_<n>_<clip>.png``.
 The gallery index is cached in ``--cache_dir`` and reused while the model and gallery files
 are unchanged.
+
+For a model that reads text (``model_config.rice.text``): ``--asr TEXT`` (one clip) or
+``--asr_file`` (``<clip><TAB><text>`` lines or json; a clip is its video's stem or its frame
+folder's name) and ``--titles`` (``<image file><TAB><title>`` lines or json; default:
+``titles.tsv`` / ``titles.json`` in a gallery folder, the dataset's ``title_file`` for a list).
+For a model with a ``box_mode``: ``--boxes`` (a box json of the clips' frames, the test box
+file's layout; a frame id is the frame file's stem, ``<video stem>-<NNNN>`` for the n-th
+1 fps frame of a video). Each clip's table says what it used: its ASR, and how many encoded
+frames had a box or stayed whole.
 """
 import argparse
 import os
@@ -15,7 +24,15 @@ import sys
 
 from mmf.common.errors import MMFError
 from mmf.evaluation.run import default_device
-from mmf.predict import Predictor, format_matches, read_clip, write_predictions
+from mmf.predict import (
+    Predictor,
+    clip_id,
+    describe_inputs,
+    format_matches,
+    read_clip,
+    read_texts,
+    write_predictions,
+)
 from mmf.utils.logger import setup_logger
 
 PREDICTIONS_FILE = "predictions.json"
@@ -33,6 +50,16 @@ def parse_args(argv=None):
     parser.add_argument("--live_id", default=None, help="keep this livestream of a gallery list")
     parser.add_argument("--clips", nargs="+", required=True,
                         help="videos (decoded at 1 fps) or folders of frames")
+    asr = parser.add_mutually_exclusive_group()
+    asr.add_argument("--asr", default=None, help="the clip's ASR text (a text model; one clip)")
+    asr.add_argument("--asr_file", default=None,
+                     help="<clip><TAB><ASR> lines or a json {clip: ASR} (a text model)")
+    parser.add_argument("--titles", default=None,
+                        help="<image file><TAB><title> lines or a json {image file: title} "
+                             "(a text model; default: the gallery's titles.tsv / titles.json)")
+    parser.add_argument("--boxes", default=None,
+                        help="box json {frame_id: [[x1, y1, x2, y2], ...]} of the clips' "
+                             "frames (a model with a box_mode)")
     parser.add_argument("--topk", type=int, default=10, help="shop images per clip (10)")
     parser.add_argument("--out_dir", default="predictions", help="output folder (predictions)")
     parser.add_argument("--picture", action="store_true",
@@ -45,7 +72,22 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.topk < 1 or args.batch_size < 1 or args.num_workers < 0:
         parser.error("--topk and --batch_size must be >= 1, --num_workers >= 0")
+    if args.asr is not None and len(args.clips) > 1:
+        parser.error("--asr is the ASR of one clip; give several clips theirs with --asr_file")
     return args
+
+
+def read_clips(args, predictor):
+    """The ``Clip`` s of ``--clips`` with their ``--asr`` / ``--asr_file`` and ``--boxes``."""
+    clips = [read_clip(path) for path in args.clips]
+    texts = read_texts(args.asr_file) if args.asr_file else {}
+    for clip in clips:
+        clip.asr = args.asr if args.asr is not None else texts.get(clip_id(clip))
+    if args.boxes:
+        table = predictor.read_boxes(args.boxes, clips)
+        for clip in clips:
+            clip.boxes = table
+    return clips
 
 
 def main(argv=None):
@@ -54,9 +96,11 @@ def main(argv=None):
     try:
         predictor = Predictor(args.run, args.checkpoint, args.device, args.batch_size,
                               args.num_workers, args.cache_dir)
-        index = predictor.index_gallery(args.gallery, args.gallery_root, args.live_id)
-        clips = [read_clip(path) for path in args.clips]
+        index = predictor.index_gallery(args.gallery, args.gallery_root, args.live_id,
+                                        args.titles)
+        clips = read_clips(args, predictor)
         matches = predictor.predict(clips, index, args.topk)
+        notes = {clip.name: describe_inputs(predictor.inputs(clip)) for clip in clips}
         os.makedirs(args.out_dir, exist_ok=True)
         write_predictions(os.path.join(args.out_dir, PREDICTIONS_FILE), matches)
         if args.picture:
@@ -67,7 +111,7 @@ def main(argv=None):
     except MMFError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(format_matches(matches))
+    print(format_matches(matches, notes))
     if index.skipped:
         print(f"{len(index.skipped)} unreadable gallery images left out: {index.skipped[:5]}")
     print(f"predictions written to {os.path.join(args.out_dir, PREDICTIONS_FILE)}")

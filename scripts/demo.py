@@ -15,7 +15,11 @@ Steps, each a command a user could run by hand (they are logged as they run):
    ``<results_dir>/demo.md``, and draw ``<results_dir>/before_after.png`` and
    ``<results_dir>/recall_at_k.png``.
 
+``--with_text`` also trains RICE with the clips' ASR and the shop images' titles
+(``demo_vic_vim_rec_text.yaml``) and adds its rows: one more training, so it is off by default.
+
     python scripts/demo.py --data_dir demo_data                       # make demo
+    python scripts/demo.py --data_dir demo_data --with_text           # + the text row
 """
 import argparse
 import json
@@ -37,7 +41,9 @@ LABELS = {
     "vic_vim": "ICL + PMD",
     "vic_vim_rec": "ICL + PMD + PFR (RICE)",
     "vic_vim_rec_bi": "RICE, bidirectional PMD",
+    "vic_vim_rec_text": "RICE + text (ASR, titles)",
 }
+TEXT_VARIANT = "vic_vim_rec_text"
 FUSIONS = ("pmd", "sum")
 
 
@@ -67,7 +73,14 @@ def parse_args(argv=None):
     parser.add_argument(
         "--results_dir", default="results", help="lpr_eval.py outputs: <results_dir>/<experiment>"
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--with_text", action="store_true",
+        help=f"also train and evaluate {LABELS[TEXT_VARIANT]} (demo_{TEXT_VARIANT}.yaml)",
+    )
+    args = parser.parse_args(argv)
+    if args.with_text and TEXT_VARIANT not in args.variants:
+        args.variants.append(TEXT_VARIANT)
+    return args
 
 
 def run(command, log):
@@ -98,6 +111,8 @@ def train(variant, data_dir, seed, extra, log):
         f"env.data_dir={data_dir}",
         f"training.seed={seed}",
         "training.progress_bar=false",
+        # The demo retrains from scratch each time it runs.
+        "checkpoint.overwrite=true",
         *extra,
     ]
     return run(command, log)

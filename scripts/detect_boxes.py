@@ -47,6 +47,7 @@ def parse_args(argv=None):
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
     parser.add_argument("--save_every", type=int, default=50, help="batches between saves")
     parser.add_argument("--gt_boxes", help="ground-truth box json: report AP and AP50")
+    parser.add_argument("--metrics", help="json file for the AP and AP50 of --gt_boxes")
     return parser.parse_args(argv)
 
 
@@ -115,11 +116,16 @@ def run(args):
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(name)s: %(message)s")
+    if args.metrics and not args.gt_boxes:
+        raise SystemExit("detect_boxes: error: --metrics needs --gt_boxes")
     try:
-        run(args)
+        result = run(args)
     except MMFError as err:
         print(f"detect_boxes: error: {err}", file=sys.stderr)
         return 1
+    if args.metrics:
+        with open(args.metrics, "w", encoding="utf-8") as handle:
+            json.dump(result, handle, indent=1)
     return 0
 
 

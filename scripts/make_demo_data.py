@@ -22,8 +22,8 @@ frame_id = ``<clip_id>-<4-digit index>``)::
     annotations/gallery_main.txt                  <live_id>/<image_id>.jpg per line
     annotations/test_videoid_to_gtimage_<N>.json  {clip_id: [image_id, ...]}
     annotations/test_liveid_to_gallery_<L>.json   {live_id: [image_id, ...]}
-    annotations/test_videoid_asr_<N>.txt          clip_id \\t ASR
-    annotations/test_image_title_<M>.txt          image_id \\t title
+    annotations/test_videoid_asr_<N>.txt          clip_id \\t ASR (every query clip)
+    annotations/test_image_title_<M>.txt          image_id \\t title (85 % of the gallery)
     annotations/test_frameid2gtbox_<N>_<F>.json   {frame_id: [[x1, y1, x2, y2], ...]}
     training_frames/<clip_id>/<frame_id>.jpg      train and val frames
     training_images/<image_id>.jpg                train shop images, val ground-truth images
@@ -33,7 +33,17 @@ frame_id = ``<clip_id>-<4-digit index>``)::
 Train columns: [0] video_id, [1] JSON frame ids, [2] JSON per-frame box lists (pixels of the
 stored frame; ``[]`` where the product is out of view), [3] image_id, [4] title, [5] category id,
 [6] category name, [7] ASR, [8] scale type (small/medium/large), [9] visible duration type
-(short/medium/long), [10] number-of-products type (single/multiple).
+(short/medium/long), [10] number-of-products type (single/multiple). The val pair file's title
+is its image's gallery title, empty where the gallery has none.
+
+Text (mixed Chinese / English, like LPR4M's): each product has attribute words (colour and
+pattern measured on its texture, a style adjective, a category noun). A clip's ASR names 1-2
+attributes of the product shown with probability 0.6, else of another product of the same
+livestream (0.2) or is chatter. Shop-image titles hold the brand, the noun, some attributes and
+shop filler words; train shop images all have one, and 85 % of the val / test gallery images,
+drawn separately among the ground-truth images and the others so a title's presence does not
+tell the answer. Text draws come from their own generators: the images, boxes and every other
+column do not depend on them.
 
 Every random draw comes from a generator seeded by (seed, object index), so the output is
 byte-identical for a seed, whatever ``--workers`` is.
@@ -134,7 +144,36 @@ SKIN_TONES = ((224, 172, 138), (198, 134, 104), (141, 85, 60), (241, 194, 160))
 SCALE_RANGES = {"small": (0.26, 0.38), "medium": (0.38, 0.56), "large": (0.56, 0.8)}
 
 # Seed-stream tags: every generator is seeded by (seed, tag, index).
-TAG_TINT, TAG_CROPS, TAG_PLAN, TAG_CLIP, TAG_SHOP = range(5)
+TAG_TINT, TAG_CROPS, TAG_PLAN, TAG_CLIP, TAG_SHOP, TAG_TEXT = range(6)
+
+# Text: the ASR of a clip names the product shown (p), another product of the livestream, or
+# nothing; titles cover TITLE_COVERAGE of each val / test gallery.
+ASR_NAMES_PRODUCT = 0.6
+ASR_NAMES_OTHER = 0.2
+TITLE_COVERAGE = 0.85
+# Texture edge strength (mean absolute grey step on a 64 x 64 thumbnail) -> pattern word.
+PATTERN_STEPS = ((8.0, "plain"), (18.0, "textured"), (float("inf"), "printed"))
+COLOR_ZH = {
+    "black": "黑色", "white": "白色", "grey": "灰色", "red": "红色", "orange": "橙色",
+    "yellow": "黄色", "green": "绿色", "blue": "蓝色", "navy": "藏青", "brown": "棕色",
+    "beige": "米色", "pink": "粉色", "purple": "紫色",
+}
+ATTRIBUTES = ("adjective", "color", "pattern", "noun")
+ASR_MENTIONS = (
+    "家人们 look at this {item}, 链接 {link} 号, only {price} yuan 今天",
+    "this {item} is really nice quality 宝宝们, {price} 块, add it to your cart",
+    "来 let me show you the {item} again, 库存不多了, link {link}",
+    "喜欢 the {item} 的扣 1, {price} yuan 包邮",
+)
+ASR_CHATTER = (
+    "欢迎新来的家人们 welcome everyone, 点个关注 今天福利很多",
+    "thank you for the gift 谢谢宝宝, keep the likes coming 点赞到一万 抽奖",
+    "我们马上抽奖 wait a minute, 还有三分钟, link {link} 等一下上",
+    "问发货的家人 shipping is free 包邮, 48 小时发货, {price} yuan 以上送小礼物",
+)
+TITLE_FILLERS = (
+    "新款", "包邮", "hot sale", "2023 new", "official store", "直播专享", "limited offer", "正品",
+)
 
 
 def _rng(seed, tag, index=0):
@@ -225,11 +264,18 @@ def _color_name(texture):
     return min(COLOR_NAMES, key=lambda item: float(((mean - np.array(item[1])) ** 2).sum()))[0]
 
 
+def _pattern_name(texture):
+    """plain / textured / printed, from the texture's edge strength (``PATTERN_STEPS``)."""
+    grey = np.asarray(texture.convert("L").resize((64, 64)), dtype=np.float32)
+    edges = np.abs(np.diff(grey, axis=0)).mean() + np.abs(np.diff(grey, axis=1)).mean()
+    return next(name for bound, name in PATTERN_STEPS if edges < bound)
+
+
 def build_products(photos, count, seed):
     """``count`` distinct products, spread round-robin over the photos (similar crops per photo).
 
     Returns a list of dicts: source, box, category, texture (PIL RGB, max side 224), color and
-    the title words brand, adjective, noun.
+    pattern (measured on the texture) and the words brand, adjective, noun.
     """
     per_photo = -(-count // len(SOURCE_PHOTOS)) + 8
     crops = {}
@@ -258,6 +304,7 @@ def build_products(photos, count, seed):
                         "category": category,
                         "texture": texture,
                         "color": _color_name(texture),
+                        "pattern": _pattern_name(texture),
                         "brand": BRANDS[rng.integers(len(BRANDS))],
                         "adjective": ADJECTIVES[rng.integers(len(ADJECTIVES))],
                         "noun": CATEGORY_NOUNS[category][
@@ -274,24 +321,68 @@ def build_products(photos, count, seed):
     return products
 
 
-def title_of(product, variant=""):
-    words = [product["brand"], product["color"], product["adjective"], product["noun"]]
-    return " ".join(words + ([variant] if variant else []))
+def title_of(product, rng, variant=False):
+    """A shop title: a filler word, the brand, some attributes, the noun, maybe more filler."""
+    words = [product["brand"]]
+    for key, chance in (("color", 0.8), ("pattern", 0.5), ("adjective", 0.5)):
+        if rng.random() < chance:
+            words.append(product[key])
+    words.append(product["noun"])
+    if variant:
+        words.append("new style")
+    fillers = rng.choice(TITLE_FILLERS, size=int(rng.integers(1, 3)), replace=False)
+    return " ".join([str(fillers[0]), *words, *(str(f) for f in fillers[1:])])
 
 
-def asr_of(product, rng):
-    price = int(rng.integers(9, 500))
-    link = int(rng.integers(1, 60))
-    noun = product["noun"] if rng.random() < 0.7 else "one"
-    color = f"{product['color']} " if rng.random() < 0.5 else ""
-    templates = (
-        f"hello everyone look at this {color}{noun} it is link number {link} "
-        f"only {price} yuan today",
-        f"this {product['adjective']} {noun} is really nice quality, {price} yuan, "
-        "add it to your cart",
-        f"let me show you the {color}{noun} again, very {product['adjective']}, link {link}",
-    )
-    return templates[int(rng.integers(len(templates)))]
+def attribute_phrase(product, rng):
+    """1-2 attribute words of ``product`` in their usual order ("soft grey one"); a colour is
+    said in Chinese one time in four."""
+    chosen = set(rng.choice(ATTRIBUTES, size=int(rng.integers(1, 3)), replace=False))
+    words = []
+    for key in ATTRIBUTES:
+        if key in chosen:
+            word = product[key]
+            if key == "color" and rng.random() < 0.25:
+                word = COLOR_ZH[word]
+            words.append(word)
+    if "noun" not in chosen:
+        words.append("one")
+    return " ".join(words)
+
+
+def asr_of(product, other, rng):
+    """One ASR line of a clip showing ``product``: 1-2 of its attributes (probability
+    ``ASR_NAMES_PRODUCT``), those of ``other`` (another product of the livestream, or None;
+    ``ASR_NAMES_OTHER``), or chatter."""
+    link, price = int(rng.integers(1, 60)), int(rng.integers(9, 500))
+    draw = rng.random()
+    subject = product if draw < ASR_NAMES_PRODUCT else None
+    if ASR_NAMES_PRODUCT <= draw < ASR_NAMES_PRODUCT + ASR_NAMES_OTHER:
+        subject = other
+    if subject is None:
+        return ASR_CHATTER[int(rng.integers(len(ASR_CHATTER)))].format(link=link, price=price)
+    item = attribute_phrase(subject, rng)
+    template = ASR_MENTIONS[int(rng.integers(len(ASR_MENTIONS)))]
+    return template.format(item=item, link=link, price=price)
+
+
+class ClipTexts:
+    """Draws the ASR of the clips of one split from ``rng``; ``records`` are the split's clip
+    records (the "other product" of a clip is another product shown in its livestream)."""
+
+    def __init__(self, products, records, rng):
+        self.products = products
+        self.rng = rng
+        self.shown = {}
+        for record in records:
+            shown = self.shown.setdefault(record["live"].live_id, [])
+            if record["product"] not in shown:
+                shown.append(record["product"])
+
+    def asr(self, record):
+        others = [p for p in self.shown[record["live"].live_id] if p != record["product"]]
+        other = self.products[others[int(self.rng.integers(len(others)))]] if others else None
+        return asr_of(self.products[record["product"]], other, self.rng)
 
 
 def load_backgrounds(frames_per_video=40):
@@ -786,14 +877,16 @@ def _write_json(path, obj):
         handle.write("\n")
 
 
-def _train_line(clip, rendered, image_id, product, asr):
+def _train_line(clip, rendered, image_id, product, texts):
+    """One 11-column line; ``texts`` is (title, ASR)."""
     category_id = CATEGORIES.index(product["category"])
+    title, asr = texts
     columns = [
         clip["clip_id"],
         json.dumps(clip["frame_ids"]),
         json.dumps(rendered["boxes"]),
         image_id,
-        title_of(product),
+        title,
         str(category_id),
         product["category"],
         asr,
@@ -939,7 +1032,14 @@ def render_all(jobs, context, workers):
         return pool.map(_render_job, jobs, chunksize=8)
 
 
-def write_train(out, products, train_ids, clips, rendered, shop_rng, asr_rng):
+def split_asr(products, clips, split, text_rng):
+    """{clip_id: ASR line} of the clips of ``split`` (train, val or test), drawn in clip order."""
+    records = [record for record in clips.records if record["split"] == split]
+    texts = ClipTexts(products, records, text_rng)
+    return {record["clip_id"]: texts.asr(record) for record in records}
+
+
+def write_train(out, products, train_ids, clips, rendered, shop_rng, text_rng):
     """Shop images of ``train_ids`` and the 11-column train file; returns its lines."""
     image_of_product = {}
     for index in train_ids:
@@ -948,21 +1048,23 @@ def write_train(out, products, train_ids, clips, rendered, shop_rng, asr_rng):
         write_shop_image(
             products[index], str(out / "training_images" / f"{image_id}.jpg"), shop_rng
         )
+    titles = {index: title_of(products[index], text_rng) for index in train_ids}
+    asr = split_asr(products, clips, "train", text_rng)
     lines = []
     for record, result in zip(clips.records, rendered, strict=True):
         if record["split"] == "train":
-            product = products[record["product"]]
-            image_id = image_of_product[record["product"]]
-            asr = asr_of(product, asr_rng)
-            lines.append(_train_line(record, result, image_id, product, asr))
+            index = record["product"]
+            texts = (titles[index], asr[record["clip_id"]])
+            lines.append(_train_line(record, result, image_of_product[index], products[index],
+                                     texts))
     _write_text(out / "annotations" / "training_videoinfo_demo.txt", lines)
     return lines
 
 
-def write_val_pairs(out, products, clips, rendered, lives, galleries, asr_rng):
+def write_val_pairs(out, products, clips, rendered, lives, galleries, asr):
     """The val queries as an 11-column pair file (each clip with its first ground-truth image,
-    copied to ``training_images/``) for the trainer's in-training validation; returns its lines.
-    """
+    copied to ``training_images/``, and the ASR of ``asr``) for the trainer's in-training
+    validation; returns its lines."""
     lines = []
     for record, result in zip(clips.records, rendered, strict=True):
         if record["split"] != "val":
@@ -971,8 +1073,8 @@ def write_val_pairs(out, products, clips, rendered, lives, galleries, asr_rng):
         target = out / "training_images" / f"{image_id}.jpg"
         if not target.exists():
             shutil.copyfile(out / "gallery" / record["live"].live_id / f"{image_id}.jpg", target)
-        product = products[record["product"]]
-        lines.append(_train_line(record, result, image_id, product, asr_of(product, asr_rng)))
+        texts = (galleries.title_of_image.get(image_id, ""), asr[record["clip_id"]])
+        lines.append(_train_line(record, result, image_id, products[record["product"]], texts))
     _write_text(out / "annotations" / "training_videoinfo_demo_val.txt", lines)
     return lines
 
@@ -980,12 +1082,29 @@ def write_val_pairs(out, products, clips, rendered, lives, galleries, asr_rng):
 @dataclass
 class Galleries:
     """The galleries of a split as written: ``gallery_main.txt`` lines, title lines,
-    {live_id: [image_id]} and {(live index, product index): [ground-truth image_id]}."""
+    {live_id: [image_id]}, {(live index, product index): [ground-truth image_id]} and
+    {image_id: title} of the images with a title."""
 
     lines: list = field(default_factory=list)
     titles: list = field(default_factory=list)
     live_to_gallery: dict = field(default_factory=dict)
     gt_images: dict = field(default_factory=dict)
+    title_of_image: dict = field(default_factory=dict)
+
+    def draw_titles(self, listed, text_rng):
+        """Titles for ``TITLE_COVERAGE`` of the ground-truth images and, separately, of the
+        others; ``listed`` holds (image_id, product, second listing?) in gallery order."""
+        truth = {image_id for images in self.gt_images.values() for image_id in images}
+        titled = set()
+        for is_truth in (True, False):
+            group = [entry for entry in listed if (entry[0] in truth) == is_truth]
+            count = round(TITLE_COVERAGE * len(group))
+            titled.update(group[int(i)][0] for i in text_rng.permutation(len(group))[:count])
+        for image_id, product, variant in listed:
+            if image_id in titled:
+                title = title_of(product, text_rng, variant)
+                self.title_of_image[image_id] = title
+                self.titles.append(f"{image_id}\t{title}")
 
 
 def _gallery_entries(live_index, live_pools, query_products, split, shop_rng):
@@ -1006,9 +1125,13 @@ def _gallery_entries(live_index, live_pools, query_products, split, shop_rng):
     return entries
 
 
-def write_galleries(out, products, split, lives, live_pools, query_products, shop_rng):
-    """Writes the shop images of every gallery of ``split``; returns the Galleries."""
+def write_galleries(
+    out, products, split, lives, live_pools, query_products, shop_rng, text_rng
+):
+    """Writes the shop images of every gallery of ``split``; returns the Galleries (titles
+    from ``text_rng``)."""
     galleries = Galleries()
+    listed = []
     for live_index, live in enumerate(lives):
         queried = query_products[live_index]
         image_ids = []
@@ -1018,17 +1141,18 @@ def write_galleries(out, products, split, lives, live_pools, query_products, sho
             write_shop_image(products[index], str(path), shop_rng, variant)
             image_ids.append(image_id)
             galleries.lines.append(f"{live.live_id}/{image_id}.jpg")
-            title = title_of(products[index], "new style" if variant else "")
-            galleries.titles.append(f"{image_id}\t{title}")
+            listed.append((image_id, products[index], variant))
             if index in queried:
                 galleries.gt_images.setdefault((live_index, index), []).append(image_id)
         galleries.live_to_gallery[live.live_id] = image_ids
+    galleries.draw_titles(listed, text_rng)
     return galleries
 
 
 def write_query_annotations(annotations, split, products, clips, rendered, lives, galleries,
-                            asr_rng):
-    """Writes the query-side annotation files of ``split``; returns the number of query clips."""
+                            asr):
+    """Writes the query-side annotation files of ``split`` (ASR from ``asr``, {clip_id:
+    line}); returns the number of query clips."""
     query_json, gt_json, asr_lines, frame_boxes = {}, {}, [], {}
     for record, result in zip(clips.records, rendered, strict=True):
         if record["split"] != split.name:
@@ -1042,7 +1166,7 @@ def write_query_annotations(annotations, split, products, clips, rendered, lives
             "category": product["category"],
         }
         gt_json[clip_id] = gt
-        asr_lines.append(f"{clip_id}\t{asr_of(product, asr_rng)}")
+        asr_lines.append(f"{clip_id}\t{asr[clip_id]}")
         for fid, boxes in zip(record["frame_ids"], result["boxes"], strict=True):
             if boxes:
                 frame_boxes[fid] = boxes
@@ -1097,19 +1221,23 @@ def generate(args):
     rendered = render_all(clips.jobs, context, args.workers)
 
     shop_rng = _rng(seed, TAG_SHOP)
-    asr_rng = _rng(seed, TAG_PLAN, 7)
-    train_lines = write_train(out, products, train_ids, clips, rendered, shop_rng, asr_rng)
+    train_lines = write_train(
+        out, products, train_ids, clips, rendered, shop_rng, _rng(seed, TAG_TEXT)
+    )
     described = []
-    for split in splits:
+    for number, split in enumerate(splits, 1):
         lives, query_products = planned[split.name]
+        text_rng = _rng(seed, TAG_TEXT, number)
         galleries = write_galleries(
-            out, products, split, lives, live_pools[split.name], query_products, shop_rng
+            out, products, split, lives, live_pools[split.name], query_products, shop_rng,
+            text_rng,
         )
         _gallery_size_check(galleries.live_to_gallery, args.gallery_size)
+        asr = split_asr(products, clips, split.name, text_rng)
         if split.name == "val":
-            write_val_pairs(out, products, clips, rendered, lives, galleries, asr_rng)
+            write_val_pairs(out, products, clips, rendered, lives, galleries, asr)
         num_queries = write_query_annotations(
-            out / "annotations", split, products, clips, rendered, lives, galleries, asr_rng
+            out / "annotations", split, products, clips, rendered, lives, galleries, asr
         )
         described.append(_describe(split.name, num_queries, galleries))
 

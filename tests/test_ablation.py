@@ -5,7 +5,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
+
+from mmf.utils.configuration import Configuration
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -155,3 +158,93 @@ def test_demo_table_carries_intervals_and_the_rerank_change(scripts):
     )
     assert lines[4].startswith("| RICE, + re-rank of top 10 (sum, beta 0.5) | 41.0 [35.0, 45.0] |")
     assert lines[4].endswith("| no difference (+1.0 [-0.5, +2.5]) |")
+
+
+def test_text_and_box_rows_of_the_table(scripts):
+    """--text adds "+ text" and "--text none" rows under each variant, --boxes the
+    box_mode rows with none / gt / detector boxes; labels come from the runs."""
+    ablation, demo, _ = scripts
+    zero = _metrics(0.0, 0.0, 0.0, 0.0)
+    results = {
+        "vic": [{"icl": _metrics(40.0, 70.0, 80.0, 50.0)}, {"icl": _metrics(42.0, 72.0, 82.0, 0)}],
+        "vic+text": [
+            {"icl": _metrics(50.0, 80.0, 90.0, 60.0), "text_none": _metrics(38.0, 68.0, 78.0, 0)},
+            {"icl": _metrics(54.0, 84.0, 94.0, 64.0), "text_none": _metrics(40.0, 70.0, 80.0, 0)},
+        ],
+        "vic_vim_rec+crop": [
+            {"boxes_none": zero, "boxes_gt": _metrics(60.0, 90.0, 95.0, 70.0),
+             "boxes_pred": _metrics(55.0, 85.0, 90.0, 65.0)},
+        ],
+    }
+    labels = {**demo.LABELS, "vic+text": "ICL + text", "vic_vim_rec+crop": "RICE, box_mode crop"}
+    lines = ablation.ablation_table(results, labels, 10).splitlines()
+    assert len(lines) == 2 + 1 + 2 + 3
+    assert lines[2].startswith("| ICL | 41.0 ± 1.4 |")
+    assert lines[3] == (
+        "| ICL + text | 52.0 ± 2.8 | 82.0 ± 2.8 | 92.0 ± 2.8 | 62.0 ± 2.8 |  |"
+    )
+    assert lines[4].startswith("| ICL + text, evaluated without text (--text none) | 39.0 ± 1.4 |")
+    assert lines[5] == "| RICE, box_mode crop, no boxes (--boxes none) | 0.0 ± 0.0 | 0.0 ± 0.0 " \
+        "| 0.0 ± 0.0 | 0.0 ± 0.0 |  |"
+    assert lines[6].startswith("| RICE, box_mode crop, ground-truth boxes (--boxes gt) | 60.0 ± ")
+    assert lines[7].startswith("| RICE, box_mode crop, detector boxes | 55.0 ± 0.0 |")
+    metrics = {"icl": _metrics(30.0, 60.0, 70.0, 40.0)}
+    assert ablation.rows_of_run("text_none", metrics) == {"text_none": metrics["icl"]}
+    assert ablation.rows_of_run("boxes_gt", metrics) == {"boxes_gt": metrics["icl"]}
+
+
+def test_plan_runs_of_the_text_and_box_options(scripts, tmp_path):
+    ablation, _, _ = scripts
+    args = ablation.parse_args(["--variants", "vic", "vic_vim", "--text", "--boxes"])
+    runs = ablation.plan_runs(args, tmp_path / "boxes.json")
+    assert [run.key for run in runs] == [
+        "vic", "vic+text", "vic_vim", "vic_vim+text", "vic_vim_rec+crop", "vic_vim_rec+patch_mask"
+    ]
+    plain, text = runs[2], runs[3]
+    assert plain.suffix == "" and not plain.overrides
+    assert [name for name, _ in plain.evaluations] == ["pmd", "sum"]
+    assert text.variant == "vic_vim" and text.suffix == "_text"
+    assert text.evaluations == (("icl", ()), ("text_none", ("--text", "none")))
+    crop = runs[4]
+    assert crop.variant == "vic_vim_rec" and crop.overrides == ("model_config.rice.box_mode=crop",)
+    assert runs[5].overrides == (
+        "model_config.rice.box_mode=patch_mask",
+        "model_config.rice.image_encoder.params.token_stage=null",
+    )
+    assert crop.evaluations[1:] == (
+        ("boxes_gt", ("--boxes", "gt")), ("boxes_pred", ("--boxes", str(tmp_path / "boxes.json")))
+    )
+    assert [run.key for run in ablation.plan_runs(ablation.parse_args([]))] == list(
+        ablation.VARIANTS
+    )
+    with pytest.raises(SystemExit):
+        ablation.parse_args(["--pred_boxes", "x.json"])
+
+
+def test_text_override_gives_a_variant_the_text_config(scripts, tmp_path):
+    """The override built from demo_vic_vim_rec_text.yaml, applied to demo_vic.yaml, gives
+    the model and the dataset the text settings of that file."""
+    ablation, demo, _ = scripts
+    base = ["model=rice", "dataset=videotoshop", f"env.data_dir={tmp_path}"]
+    config = Configuration(
+        [f"config={demo.CONFIGS / 'demo_vic_vim.yaml'}", *base, ablation.text_override("vic_vim"),
+         "model_config.rice.box_mode=patch_mask"]
+    ).get_config()
+    reference = Configuration([f"config={ablation.TEXT_CONFIG}", *base]).get_config()
+    text = OmegaConf.to_container(config.model_config.rice.text, resolve=True)
+    assert text["encoder"]["type"] == "hashed_ngrams" and "tokens" in text["fusion"]
+    assert text == OmegaConf.to_container(reference.model_config.rice.text, resolve=True)
+    assert OmegaConf.to_container(config.dataset_config.videotoshop.text, resolve=True) == text
+    assert config.model_config.rice.tasks == ["vic", "vim"]
+    assert config.dataset_config.videotoshop.box_mode == "patch_mask"
+    vic = Configuration(
+        [f"config={demo.CONFIGS / 'demo_vic.yaml'}", *base, ablation.text_override("vic")]
+    ).get_config()
+    assert list(vic.model_config.rice.text.fusion) == [f for f in text["fusion"] if f != "tokens"]
+
+
+def test_demo_with_text_adds_the_text_variant(scripts):
+    _, demo, _ = scripts
+    assert demo.parse_args([]).variants == ["vic_vim_rec"]
+    assert demo.parse_args(["--with_text"]).variants == ["vic_vim_rec", "vic_vim_rec_text"]
+    assert (demo.CONFIGS / f"demo_{demo.TEXT_VARIANT}.yaml").is_file()

@@ -1,14 +1,15 @@
 """``mmf_cli/run.py`` end to end (subprocess) and its one-line errors for bad input."""
+
 import os
 
 import pytest
 import torch
 from omegaconf import OmegaConf
+from toy_helpers import REPO, TOY_DIR, TRAIN_YAML, run_cli, toy_opts
 
 from mmf.common.errors import ConfigError
 from mmf.utils.logger import close_handlers
 from mmf_cli.run import parse_args, run
-from toy_helpers import REPO, TOY_DIR, TRAIN_YAML, run_cli, toy_opts
 
 
 @pytest.fixture(autouse=True)

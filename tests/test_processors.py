@@ -1,4 +1,5 @@
 """Processors: temporal slicing semantics, block-wise masks, torchvision transform lists."""
+
 import collections
 
 import numpy as np
@@ -112,8 +113,14 @@ def test_temporal_bad_params():
 
 
 def test_blockwise_mask():
-    processor = make("blockwise_masked_patch", input_size=7, num_masking_patches=8,
-                     min_num_patches=4, max_num_patches=8, min_aspect=0.3)
+    processor = make(
+        "blockwise_masked_patch",
+        input_size=7,
+        num_masking_patches=8,
+        min_num_patches=4,
+        max_num_patches=8,
+        min_aspect=0.3,
+    )
     assert torch.equal(processor(), torch.ones(7, 7, dtype=torch.long))
     generator = torch.Generator().manual_seed(0)
     masked_counts = []
@@ -142,7 +149,10 @@ TRANSFORMS = {
                 {"type": "RandomCrop", "params": {"size": [32, 32]}},
                 "RandomHorizontalFlip",
                 "ToTensor",
-                {"type": "Normalize", "params": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}},
+                {
+                    "type": "Normalize",
+                    "params": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+                },
             ]
         },
     },
@@ -153,7 +163,10 @@ TRANSFORMS = {
                 {"type": "Resize", "params": {"size": [40, 40]}},
                 {"type": "CenterCrop", "params": {"size": [32, 32]}},
                 "ToTensor",
-                {"type": "Normalize", "params": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}},
+                {
+                    "type": "Normalize",
+                    "params": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+                },
             ]
         },
     },
@@ -180,27 +193,65 @@ def test_torchvision_transforms_errors():
     with pytest.raises(ConfigError, match=r"transforms\[0\].*NoSuchTransform"):
         make("torchvision_transforms", transforms=["NoSuchTransform"])
     with pytest.raises(ConfigError, match=r"transforms\[1\].*Resize"):
-        make("torchvision_transforms", transforms=["ToTensor", {"type": "Resize", "params": {"bogus": 1}}])
+        make(
+            "torchvision_transforms",
+            transforms=["ToTensor", {"type": "Resize", "params": {"bogus": 1}}],
+        )
     with pytest.raises(ConfigError, match="interpolation"):
         resize = {"type": "Resize", "params": {"size": 8, "interpolation": "cubicle"}}
         make("torchvision_transforms", transforms=[resize])
 
 
 def test_bert_tokenizer_from_local_vocab(tmp_path):
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "video", "to", "image", "retrieval",
-             "un", "##aff", "##able", ",", "!", "hello", "\u5546", "\u54c1"]
+    vocab = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        "video",
+        "to",
+        "image",
+        "retrieval",
+        "un",
+        "##aff",
+        "##able",
+        ",",
+        "!",
+        "hello",
+        "\u5546",
+        "\u54c1",
+    ]
     folder = tmp_path / "bert-base-uncased"
     folder.mkdir()
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     tokenizer_config = {"type": str(folder), "params": {"do_lower_case": True}}
-    processor = make("bert_tokenizer", tokenizer_config=tokenizer_config, max_seq_length=16, mask_probability=0)
+    processor = make(
+        "bert_tokenizer", tokenizer_config=tokenizer_config, max_seq_length=16, mask_probability=0
+    )
     out = processor({"text": "Video to IMAGE, unaffable!\tHéllo xyz \u5546\u54c1"})
-    assert out["tokens"] == ["[CLS]", "video", "to", "image", ",", "un", "##aff", "##able", "!",
-                             "hello", "[UNK]", "\u5546", "\u54c1", "[SEP]"]
+    assert out["tokens"] == [
+        "[CLS]",
+        "video",
+        "to",
+        "image",
+        ",",
+        "un",
+        "##aff",
+        "##able",
+        "!",
+        "hello",
+        "[UNK]",
+        "\u5546",
+        "\u54c1",
+        "[SEP]",
+    ]
     assert out["input_ids"].tolist() == [vocab.index(t) for t in out["tokens"]] + [0, 0]
     assert out["input_mask"].tolist() == [1] * 14 + [0, 0]
     assert out["segment_ids"].shape == out["lm_label_ids"].shape == (16,)
-    short = make("bert_tokenizer", tokenizer_config={"type": str(folder / "vocab.txt")}, max_seq_length=4)
+    short = make(
+        "bert_tokenizer", tokenizer_config={"type": str(folder / "vocab.txt")}, max_seq_length=4
+    )
     assert short("video to image retrieval")["tokens"] == ["[CLS]", "video", "to", "[SEP]"]
 
 

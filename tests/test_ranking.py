@@ -246,3 +246,15 @@ def test_stable_topk_equals_stable_sort_on_wide_rows_with_ties():
         order = sorted(range(400), key=lambda j: -scores[row, j].item())[:10]
         assert index[row].tolist() == order
         assert value[row].tolist() == scores[row, order].tolist()
+
+
+def test_ids_of_other_types_and_repeated_ground_truth_keys():
+    """Non-string ids compare by their string; a ground-truth key given twice (with and
+    without extension) keeps its first place and its last targets; a tuple of targets."""
+    ids = [1, "2", "live/3.jpg"]
+    emb = torch.tensor([[0.5, 0.0], [0.75, 0.0], [0.25, 0.0]])
+    gt = {"q.mp4": ["1"], 7: ("2", "3"), "q": (1, "3.JPG")}
+    result = rank_queries(torch.cat([QUERY, QUERY]), ["q", "7"], emb, ids, gt, topk=2)
+    assert result.query_ids == ["q", "7"] and result.gallery_ids == ["1", "2", "3"]
+    assert result.positive_ranks.tolist() == [[2.0, 3.0], [1.0, 3.0]]
+    assert result.topk_indices.tolist() == [[1, 0], [1, 0]]

@@ -7,13 +7,13 @@ non-zero status and a message naming the failure, instead of hanging.
   process-group timeout (``distributed.timeout`` -> ``init_process_group(timeout=...)``)
   can end rank 0's wait; it must fire after that many seconds.
 """
+
 import os
 import signal
 import subprocess
 import time
 
 import pytest
-
 from toy_helpers import REPO, subprocess_env, torchrun, toy_opts
 
 KILLABLE = REPO / "tests" / "fixtures" / "reliability" / "run_killable.py"

@@ -15,18 +15,20 @@ Config: framework keys (``training``, ``checkpoint``, ``distributed``, ``evaluat
 short toy run: it trains or raises a ``ConfigError``. The config files' syntax is fuzzed in
 ``test_fuzz_config.py``.
 """
+
 import copy
 import json
 import random
 import re
 
+import numpy as np
 import pytest
+from toy_helpers import toy_config
 
 from mmf.common.errors import ConfigError, DataError
 from mmf.datasets.builders.movingfashion import database as mf
 from mmf.datasets.builders.videotoshop import database as lpr
 from mmf.trainers.mmf_trainer import MMFTrainer
-from toy_helpers import toy_config
 
 CASES = 200
 LIVE = "0a1b2c3d-1111-2222-3333-444455556666"
@@ -34,13 +36,53 @@ CLIP = f"{LIVE}-1000-2000"
 
 # Values of the wrong type or size, as they would appear in a file.
 WRONG_TEXT = [
-    "", " ", "5", "-1", "1e999", "9" * 5000, "NaN", "null", "true", "{}", '{"a": 1}', "[]",
-    "[1, 2]", "[[1, 2, 3]]", '["a", 5]', "[null]", '[""]', '"text"', "[" * 5000,
-    "[" * 3000 + "]" * 3000, '{"frames": 5}', "\x00", "é\u2028中", "a\tb", "[[0, 0, 10]]",
+    "",
+    " ",
+    "5",
+    "-1",
+    "1e999",
+    "9" * 5000,
+    "NaN",
+    "null",
+    "true",
+    "{}",
+    '{"a": 1}',
+    "[]",
+    "[1, 2]",
+    "[[1, 2, 3]]",
+    '["a", 5]',
+    "[null]",
+    '[""]',
+    '"text"',
+    "[" * 5000,
+    "[" * 3000 + "]" * 3000,
+    '{"frames": 5}',
+    "\x00",
+    "é\u2028中",
+    "a\tb",
+    "[[0, 0, 10]]",
 ]
 WRONG_VALUES = [
-    5, -1, 1e308, 10**40, float("inf"), None, True, "", "text", {}, {"a": 1}, [], [1, 2],
-    [None], [""], [[]], [["a"]], [[0, 0, 1]], {"frames": 5, "gt": {}}, "x" * 10000,
+    5,
+    -1,
+    1e308,
+    10**40,
+    float("inf"),
+    None,
+    True,
+    "",
+    "text",
+    {},
+    {"a": 1},
+    [],
+    [1, 2],
+    [None],
+    [""],
+    [[]],
+    [["a"]],
+    [[0, 0, 1]],
+    {"frames": 5, "gt": {}},
+    "x" * 10000,
 ]
 
 
@@ -50,10 +92,23 @@ def lpr4m_text():
         video_id = f"{LIVE}-{1000 + clip}-{2000 + clip}"
         frames = [f"{video_id}-{i:04d}" for i in range(3)]
         boxes = [[[1, 2, 30, 40]], [], [[0.5, 1, 3, 4], [5, 6, 7, 8]]]
-        lines.append("\t".join([
-            video_id, json.dumps(frames), json.dumps(boxes), f"img{clip}", "a red bag", "7",
-            "bags", "look at this", "small", "short", "single",
-        ]))
+        lines.append(
+            "\t".join(
+                [
+                    video_id,
+                    json.dumps(frames),
+                    json.dumps(boxes),
+                    f"img{clip}",
+                    "a red bag",
+                    "7",
+                    "bags",
+                    "look at this",
+                    "small",
+                    "short",
+                    "single",
+                ]
+            )
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -62,10 +117,22 @@ def lpr750k_text():
     for clip in range(3):
         video_id = f"{LIVE}-{1000 + clip}-{2000 + clip}"
         frames = [f"training_video_01/{video_id}/{i}.jpg" for i in range(3)]
-        lines.append("\t".join([
-            video_id, repr(frames), "x", f"img{clip}", f"training_image/img{clip}.jpg",
-            "a red bag", "7", "bags", "spu1", "look at this",
-        ]))
+        lines.append(
+            "\t".join(
+                [
+                    video_id,
+                    repr(frames),
+                    "x",
+                    f"img{clip}",
+                    f"training_image/img{clip}.jpg",
+                    "a red bag",
+                    "7",
+                    "bags",
+                    "spu1",
+                    "look at this",
+                ]
+            )
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -80,7 +147,9 @@ def movingfashion_text():
 
 QUERY_JSON = {
     CLIP: {
-        "frames": [f"{CLIP}/{CLIP}-000{i}.jpg" for i in range(3)], "gt": ["img0"], "category": "bags"
+        "frames": [f"{CLIP}/{CLIP}-000{i}.jpg" for i in range(3)],
+        "gt": ["img0"],
+        "category": "bags",
     },
     f"{LIVE}-3000-4000": {"frames": ["a/b.jpg"], "gt": "img1.jpg"},
 }
@@ -108,8 +177,9 @@ def check_pairs(records, boxes=False):
         if boxes:
             assert len(record.boxes) == len(record.frames)
             for frame_boxes in record.boxes:
-                assert all(len(box) == 4 and all(isinstance(v, (int, float)) for v in box)
-                           for box in frame_boxes)
+                # float [n, 5] rows: x1, y1, x2, y2 and a score (1 for annotated boxes)
+                assert frame_boxes.ndim == 2 and frame_boxes.shape[1] == 5
+                assert np.isfinite(frame_boxes).all()
 
 
 def check_queries(records):
@@ -156,12 +226,16 @@ READERS = {
     "lpr_gt_json": (ID_LISTS_JSON, lambda p: check_id_lists(lpr.read_id_lists_json(p)), False),
     "lpr_text_map": (TEXT_MAP_TXT, lambda p: check_text_map(lpr.read_text_map(p)), False),
     "movingfashion_pairs": (
-        movingfashion_text(), lambda p: check_pairs(mf.MovingFashionPairAnnotations(p)), True,
+        movingfashion_text(),
+        lambda p: check_pairs(mf.MovingFashionPairAnnotations(p)),
+        True,
     ),
     "movingfashion_queries": (QUERY_JSON, lambda p: check_queries(mf.read_queries(p)), False),
     "movingfashion_gallery": (GALLERY_TXT, lambda p: check_gallery(mf.read_gallery(p)), False),
     "movingfashion_video_to_gt": (
-        VIDEO_TO_GT_JSON, lambda p: check_video_to_gt(mf.read_video_to_gt(p)), False,
+        VIDEO_TO_GT_JSON,
+        lambda p: check_video_to_gt(mf.read_video_to_gt(p)),
+        False,
     ),
 }
 
@@ -296,24 +370,73 @@ def test_errors_name_the_line(tmp_path):
 
 
 CONFIG_KEYS = [
-    "training.batch_size", "training.max_updates", "training.max_epochs", "training.log_interval",
-    "training.checkpoint_interval", "training.evaluation_interval", "training.update_frequency",
-    "training.seed", "training.shuffle", "training.drop_last", "training.clip_gradients",
-    "training.max_grad_l2_norm", "training.early_stop", "training.early_stop.patience",
-    "training.early_stop.criteria", "training.early_stop.enabled", "training.early_stop.minimize",
-    "training.fp16", "training.bf16", "training.device", "training.callbacks",
-    "training.exit_on_nan_losses", "training.lr_scheduler", "training.experiment_name",
-    "training.logger_level", "training.progress_bar", "training.tensorboard", "training.trainer",
-    "training.batch_size_per_device", "checkpoint.resume", "checkpoint.resume_file",
-    "checkpoint.max_to_keep", "checkpoint.reset", "checkpoint.reset.optimizer",
-    "checkpoint.pretrained_state_mapping", "optimizer", "optimizer.type", "optimizer.params",
-    "optimizer.params.lr", "optimizer.params.betas", "optimizer.params.weight_decay", "scheduler",
-    "scheduler.type", "scheduler.params", "scheduler.params.num_warmup_steps",
-    "scheduler.params.num_training_steps", "evaluation.metrics", "run_type", "distributed.timeout",
+    "training.batch_size",
+    "training.max_updates",
+    "training.max_epochs",
+    "training.log_interval",
+    "training.checkpoint_interval",
+    "training.evaluation_interval",
+    "training.update_frequency",
+    "training.seed",
+    "training.shuffle",
+    "training.drop_last",
+    "training.clip_gradients",
+    "training.max_grad_l2_norm",
+    "training.early_stop",
+    "training.early_stop.patience",
+    "training.early_stop.criteria",
+    "training.early_stop.enabled",
+    "training.early_stop.minimize",
+    "training.fp16",
+    "training.bf16",
+    "training.device",
+    "training.callbacks",
+    "training.exit_on_nan_losses",
+    "training.lr_scheduler",
+    "training.experiment_name",
+    "training.logger_level",
+    "training.progress_bar",
+    "training.tensorboard",
+    "training.trainer",
+    "training.batch_size_per_device",
+    "checkpoint.resume",
+    "checkpoint.resume_file",
+    "checkpoint.max_to_keep",
+    "checkpoint.reset",
+    "checkpoint.reset.optimizer",
+    "checkpoint.pretrained_state_mapping",
+    "optimizer",
+    "optimizer.type",
+    "optimizer.params",
+    "optimizer.params.lr",
+    "optimizer.params.betas",
+    "optimizer.params.weight_decay",
+    "scheduler",
+    "scheduler.type",
+    "scheduler.params",
+    "scheduler.params.num_warmup_steps",
+    "scheduler.params.num_training_steps",
+    "evaluation.metrics",
+    "run_type",
+    "distributed.timeout",
 ]
 CONFIG_VALUES = [
-    "abc", "-1", "0", "1e999", "-1e999", "1.5", "[1, 2]", "[]", "{'a': 1}", "{}", "None", "True",
-    "''", "[{'type': 5}]", "{'type': 'x', 'params': 3}", str(10**30),
+    "abc",
+    "-1",
+    "0",
+    "1e999",
+    "-1e999",
+    "1.5",
+    "[1, 2]",
+    "[]",
+    "{'a': 1}",
+    "{}",
+    "None",
+    "True",
+    "''",
+    "[{'type': 5}]",
+    "{'type': 'x', 'params': 3}",
+    str(10**30),
 ]
 # A huge training length or accumulation is a valid, endless run, not a malformed value.
 ENDLESS = ("training.max_updates", "training.max_epochs", "training.update_frequency")
@@ -330,8 +453,12 @@ def test_framework_keys_of_the_wrong_kind_train_or_raise_config_error(tmp_path):
         option = f"{key}={value}"
         try:
             config = toy_config(
-                tmp_path / str(case), "run_type=train_val", "training.max_updates=2",
-                "training.evaluation_interval=1", "training.progress_bar=false", option,
+                tmp_path / str(case),
+                "run_type=train_val",
+                "training.max_updates=2",
+                "training.evaluation_interval=1",
+                "training.progress_bar=false",
+                option,
             )
             MMFTrainer(config).load().train()
         except ConfigError as err:

@@ -4,6 +4,7 @@ with ``checkpoint.resume=true``: the run ends with the weights of an uninterrupt
 The killed runs are subprocesses of ``tests/fixtures/reliability/run_killable.py`` (the CLI
 plus the hooks of ``killer.py``); the process really dies by SIGKILL, with no cleanup.
 """
+
 import os
 import signal
 import subprocess
@@ -11,11 +12,11 @@ import sys
 
 import pytest
 import torch
+from toy_helpers import REPO, max_abs_diff, subprocess_env, toy_config, toy_opts, train_toy
 
 from mmf.common.errors import CheckpointError
-from mmf.utils.checkpoint import load_checkpoint_file
 from mmf.trainers.mmf_trainer import MMFTrainer
-from toy_helpers import REPO, max_abs_diff, subprocess_env, toy_config, toy_opts, train_toy
+from mmf.utils.checkpoint import load_checkpoint_file
 
 KILLABLE = REPO / "tests" / "fixtures" / "reliability" / "run_killable.py"
 

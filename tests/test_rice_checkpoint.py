@@ -1,5 +1,6 @@
 """Released-checkpoint compatibility: the key and shape manifest of original_spec section 7
 for both head types (full ViT-B/32, random init), and strict loads of DDP-saved state dicts."""
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -54,7 +55,12 @@ def pretraining_manifest(tasks):
         "transformer.transformer.pooler.dense.weight": (768, 768),
     }
     for j in (0, 1):
-        keys.update({f"transformer.transformer.transformer.layers.{j}.{k}": v for k, v in block_manifest().items()})
+        keys.update(
+            {
+                f"transformer.transformer.transformer.layers.{j}.{k}": v
+                for k, v in block_manifest().items()
+            }
+        )
     if "vim" in tasks:
         keys["transformer.heads.vim.weight"] = (1, 768)
     if "rec" in tasks:
@@ -91,13 +97,18 @@ def test_pretraining_manifest_vic_vim_rec(full_model):
     assert _shapes(full_model.state_dict()) == expected
 
 
-@pytest.mark.parametrize("head,tasks", [("pretraining", ["vic"]), ("pretraining", ["vic", "vim"]), ("contrastive", ["vic"])])
+@pytest.mark.parametrize(
+    "head,tasks",
+    [("pretraining", ["vic"]), ("pretraining", ["vic", "vim"]), ("contrastive", ["vic"])],
+)
 def test_head_manifests(full_model, head, tasks):
     config = rice_config(training_head_type=head, tasks=tasks, tasks_sample_ratio=None)
     from mmf.models.rice.heads import RICEForContrastive
     from mmf.models.rice.pretraining import RICEForPretraining
 
-    head_module = RICEForContrastive(config) if head == "contrastive" else RICEForPretraining(config, 768)
+    head_module = (
+        RICEForContrastive(config) if head == "contrastive" else RICEForPretraining(config, 768)
+    )
     state = {"transformer." + k: v for k, v in head_module.state_dict().items()}
     if head == "contrastive":
         expected = {"transformer.logit_scale": (), "transformer.contrastive_norm.norm_s": (1,)}
@@ -108,17 +119,27 @@ def test_head_manifests(full_model, head, tasks):
 
 def test_contrastive_model_manifest_and_initial_scales(full_model):
     model = build_model(
-        rice_config(training_head_type="contrastive", image_encoder={"type": "identity", "params": {"in_dim": 768}})
+        rice_config(
+            training_head_type="contrastive",
+            image_encoder={"type": "identity", "params": {"in_dim": 768}},
+        )
     )
     state = model.state_dict()
-    assert _shapes(state) == {"transformer.logit_scale": (), "transformer.contrastive_norm.norm_s": (1,)}
+    assert _shapes(state) == {
+        "transformer.logit_scale": (),
+        "transformer.contrastive_norm.norm_s": (1,),
+    }
     assert state["transformer.contrastive_norm.norm_s"].item() == 4.0
     assert full_model.state_dict()["transformer.logit_scale"].item() == 4.0
 
 
 def test_ddp_prefixed_state_dict_loads_strictly(full_model):
     state = full_model.state_dict()
-    changed = ["transformer.logit_scale", "image_encoder.model.conv1.weight", "transformer.heads.vim.weight"]
+    changed = [
+        "transformer.logit_scale",
+        "image_encoder.model.conv1.weight",
+        "transformer.heads.vim.weight",
+    ]
     original = {k: state[k].clone() for k in changed}
     saved = {"module." + k: (v + 0.5 if k in changed else v) for k, v in state.items()}
     try:
@@ -127,10 +148,16 @@ def test_ddp_prefixed_state_dict_loads_strictly(full_model):
             assert torch.equal(full_model.state_dict()[key], original[key] + 0.5), key
     finally:
         full_model.load_state_dict(original, strict=False)
-    assert torch.equal(full_model.state_dict()["transformer.logit_scale"], original["transformer.logit_scale"])
+    assert torch.equal(
+        full_model.state_dict()["transformer.logit_scale"], original["transformer.logit_scale"]
+    )
     with pytest.raises(RuntimeError, match="Missing key"):
-        full_model.load_state_dict({k: v for k, v in original.items() if k != "transformer.logit_scale"})
-    assert full_model.format_state_key("module.transformer.logit_scale") == "transformer.logit_scale"
+        full_model.load_state_dict(
+            {k: v for k, v in original.items() if k != "transformer.logit_scale"}
+        )
+    assert (
+        full_model.format_state_key("module.transformer.logit_scale") == "transformer.logit_scale"
+    )
     assert full_model.format_state_key("transformer.logit_scale") == "transformer.logit_scale"
 
 

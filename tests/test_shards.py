@@ -17,6 +17,7 @@ import webdataset
 import yaml
 from test_datasets import (
     TRAIN_CLIPS,
+    builder,
     frame_ids,
     lpr4m_line,
     lpr_config,
@@ -35,7 +36,13 @@ from test_img2dataset import (  # noqa: F401  (downloads: the real img2dataset r
 from toy_helpers import max_abs_diff, weights
 
 from mmf.common.errors import DataError
-from mmf.datasets.builders.videotoshop.shards import ShardDataset, buffer_shuffle_order
+from mmf.datasets.builders.videotoshop.shards import (
+    ShardDataset,
+    buffer_shuffle_order,
+    read_sample,
+    read_sidecar,
+    record_of,
+)
 from mmf.trainers.callbacks.base import Callback
 from mmf.trainers.mmf_trainer import MMFTrainer
 from mmf.utils.checkpoint import load_checkpoint_file
@@ -347,3 +354,27 @@ def test_shards_resume_mid_epoch(many, tmp_path):
     )
     assert resumed.state.current_epoch == 1 and resumed_losses == full_losses[2:]
     assert max_abs_diff(weights(full.model), weights(resumed.model)) == 0.0
+
+
+def test_crop_to_box_from_shards_crops_as_the_files_path(lpr_root, tmp_path):
+    """The legacy ``crop_to_box`` on shards: the shard json's boxes through the one crop
+    (``clip_boxes``, union, margin 0), the frames the files path gives."""
+    pack("--annotation", lpr_root / "annotations/train_lpr4m.txt", "--data_dir", lpr_root,
+         "--out", tmp_path / "shards", "--samples_per_shard", 3)
+    tar = str(tmp_path / "shards" / "lpr-000000.tar")
+    offsets = read_sidecar(tar)["offsets"]
+    with open(tar, "rb") as handle:
+        records = [record_of(read_sample(handle, tar, offsets[i], offsets[i + 1]), tar)
+                   for i in range(3)]
+    videos = {}
+    for crop in (True, False):
+        files = builder().load_dataset(
+            lpr_config(lpr_root, "annotations/train_lpr4m.txt", crop_to_box=crop), "train")
+        shards = ShardDataset(lpr_config(lpr_root, "annotations/train_lpr4m.txt",
+                                         crop_to_box=crop, shards=tar), "train", 0, 1)
+        shards.init_processors()
+        for dataset in (files, shards):
+            dataset.use_augments = False  # the eval transforms: deterministic
+        assert torch.equal(shards._pair_sample(records[1]).video, files[1].video)
+        videos[crop] = files[1].video
+    assert not torch.equal(videos[True][0], videos[False][0])

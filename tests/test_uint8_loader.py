@@ -148,7 +148,7 @@ def test_unreadable_image_in_uint8_and_jpeg_paths(lpr_root, tmp_path):
     processor = default_processor("eval_image_processor", "jpeg")
     encoded = processor(type("Source", (), {
         "data": torch.frombuffer(bytearray(b"\xff\xd8not a jpeg"), dtype=torch.uint8),
-        "boxes": None, "name": "shard-3.tar:000000001.frame000.jpg"})())
+        "crop": None, "name": "shard-3.tar:000000001.frame000.jpg"})())
     with pytest.raises(UnreadableImageError, match="shard-3.tar:000000001.frame000.jpg"):
         to_device({"image": [encoded], "pixel_normalize": processor.normalization[None]}, "cpu")
 

@@ -8,7 +8,7 @@ copied with ``non_blocking``), and ``to_device`` finishes it on the device:
 
 1. ``EncodedVideo`` / ``EncodedImage`` fields (``output: jpeg``) are decoded in one batched
    ``torchvision.io.decode_jpeg(..., device=device)`` call (the GPU's decoder on CUDA; other
-   formats on the CPU), cropped to their boxes and transformed with each frame's seed, then
+   formats on the CPU), cropped to their ``crop`` and transformed with each frame's seed, then
    stacked (videos zero-padded to their slots) into uint8 tensors;
 2. uint8 ``video`` [B,F,3,H,W] / ``image`` [B,3,H,W] become ``(x / 255 - mean) / std`` in
    float32 with the batch's ``pixel_normalize`` [B,2,3] (dropped from the batch), and padded
@@ -21,7 +21,7 @@ import torch
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
 from mmf.common.sample import SampleList
-from mmf.datasets.builders.videotoshop.images import UnreadableImageError, crop_to_boxes
+from mmf.datasets.builders.videotoshop.images import UnreadableImageError, crop_image
 from mmf.datasets.processors.image_processors import EncodedImage, EncodedVideo
 from mmf.utils.samplers import seeded_rngs
 
@@ -90,7 +90,9 @@ def decode_images(images, device):
     for image, pixels in zip(images, decoded, strict=True):
         pixels = _decode_one(image, device) if pixels is None else pixels
         with seeded_rngs(image.seed):
-            out.append(image.transform(crop_to_boxes(pixels, image.boxes)))
+            if image.crop is not None:
+                pixels = crop_image(pixels, image.crop)
+            out.append(image.transform(pixels))
     return out
 
 

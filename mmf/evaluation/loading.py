@@ -24,6 +24,7 @@ from mmf.datasets.ids import normalize_id
 from mmf.datasets.mmf_dataset import annotation_files
 from mmf.utils.build import build_model
 from mmf.utils.checkpoint import load_state_dict_file, strip_module_prefix
+from mmf.utils.config_checks import check_known_keys
 from mmf.utils.configuration import (
     component_layers,
     drop_foreign_processors,
@@ -51,7 +52,12 @@ def load_eval_config(config_file, dataset_name, data_dir=None):
     if not model_name or model_name not in (saved.get("model_config") or {}):
         raise ConfigError(f"{config_file}: needs 'model' and model_config.<model>")
     dataset_name = _dataset_name(saved, dataset_name, config_file)
-    config = OmegaConf.merge(*component_layers(model_name, [dataset_name]), saved)
+    layers = component_layers(model_name, [dataset_name])
+    check_known_keys(
+        OmegaConf.to_container(saved), OmegaConf.to_container(layers[0]), strict=False,
+        source=config_file,
+    )
+    config = OmegaConf.merge(*layers, saved)
 
     model_node = config.model_config[model_name]
     for key in _PRETRAINED_KEYS:

@@ -2,10 +2,12 @@
 
 Each query is ranked against one gallery: the images of its own group (its livestream on
 LPR4M) or, with ``query_groups=None``, one global gallery (MovingFashion). Scores are dot
-products of the embeddings (cosine similarity for unit-norm embeddings). Livestreams of
-similar gallery size are padded into one batch and scored with one batched matrix product;
-ranks and top-k lists come from whole-tensor operations on those scores, so the LPR4M test
-set (20,079 queries, 110 livestreams) takes a few batches, not a loop over queries.
+products of the embeddings (cosine similarity for unit-norm embeddings). Queries are sorted
+by group once ("slots"), so a group's queries are one contiguous block; groups of similar
+gallery size are scored together into one padded score block, one matrix product per group
+written in place, and ranks and top-k lists come from whole-tensor operations on that
+block, so the LPR4M test set (20,079 queries, 110 livestreams) takes a few dozen blocks, not
+a loop over queries.
 
 Tie rule (deterministic, the original's stable sort): gallery items with equal scores keep
 their gallery order, so the 1-based rank of gallery item ``j`` for a query is::
@@ -17,10 +19,13 @@ has no embedding, or none of whose ground-truth images is in its gallery, is a m
 is ``inf`` and its average precision 0. Ids are compared after ``mmf.datasets.ids.normalize_id``
 (a file name and its stem match). The metrics of a ranking are in ``mmf.evaluation.metrics``.
 """
+
 import dataclasses
+import itertools
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from mmf.common.errors import DataError
@@ -67,38 +72,31 @@ class RankingResult:
         return [(self.gallery_ids[index], score) for index, score in pairs if index >= 0]
 
 
+class _Layout(NamedTuple):
+    """The ground-truth queries that have an embedding ("slots") and the gallery, sorted by
+    group. Slots are ordered by the gallery size of their group (a group's queries are
+    consecutive, in ground-truth order), so that groups of similar size are neighbours and
+    a batch of groups is a range of slots."""
+
+    slot_positions: torch.Tensor  # [S] position of each slot in the ground-truth list
+    slot_rows: torch.Tensor  # [S] its row in the query embeddings
+    slot_gallery_begin: torch.Tensor  # [S] where its group's gallery begins in gallery_rows
+    slot_gallery_size: torch.Tensor  # [S] the size of that gallery
+    gallery_rows: torch.Tensor  # [G] gallery rows, grouped, in gallery order within a group
+    positive_columns: torch.Tensor  # [S, P] ground-truth columns in the group's gallery, -1 pad
+    positive_counts: torch.Tensor  # [S] ground-truth images of each slot in its gallery
+
+
 class _Unit(NamedTuple):
-    """Queries of one group scored together: positions into the ground-truth list, the
-    group's gallery rows, and the (query, column) pairs of their ground-truth images:
-    ``pair_queries[i]`` indexes ``positions``, ``pair_columns[i]`` indexes ``rows``."""
+    """Slots ``slot_begin:slot_end`` of one group and the group's gallery
+    ``gallery_rows[gallery_begin:gallery_end]``; ``first_row``: the first of those gallery
+    rows when they are consecutive, else -1."""
 
-    positions: list
-    rows: list
-    pair_queries: list
-    pair_columns: list
-
-
-class _BucketRanks(NamedTuple):
-    """What ``_rank_bucket`` returns for its Q real queries."""
-
-    positions: torch.Tensor  # [Q] positions in the ground-truth list
-    best: torch.Tensor  # [Q] best rank
-    average_precision: torch.Tensor  # [Q]
-    positive_ranks: torch.Tensor  # [Q, P]
-    topk_indices: torch.Tensor  # [Q, k'] gallery rows, -1 padded
-    topk_scores: torch.Tensor  # [Q, k'] NaN padded
-    gallery_sizes: torch.Tensor  # [Q]
-
-
-def normalize_ground_truth(ground_truth, normalize=normalize_id):
-    """``{query_id: id or [ids]}`` -> ``{normalised query id: [normalised ids]}`` (first
-    occurrence order, repeats dropped)."""
-    normalized = {}
-    for query_id, targets in ground_truth.items():
-        if isinstance(targets, (str, bytes)):
-            targets = [targets]
-        normalized[normalize(query_id)] = list(dict.fromkeys(normalize(t) for t in targets))
-    return normalized
+    slot_begin: int
+    slot_end: int
+    gallery_begin: int
+    gallery_end: int
+    first_row: int
 
 
 def rank_queries(
@@ -119,266 +117,323 @@ def rank_queries(
         query_emb: [N, E] query embeddings; ``query_ids`` [N] their ids (unique).
         gallery_emb: [G, E] gallery embeddings; ``gallery_ids`` [G] their ids, in gallery
             order (the tie order).
-        ground_truth: ``{query_id: [gallery ids]}``; its keys are the queries that count.
+        ground_truth: ``{query_id: id or [gallery ids]}``; its keys are the queries that count.
         query_groups, gallery_groups: [N] / [G] group names (live ids), or both None for one
             global gallery.
         topk: length of the top lists kept per query.
         device: where scores are computed ("cpu" or "cuda").
         max_scores: score-matrix elements computed at once. Groups of similar gallery size
-            are scored together with one batched matrix product (padded), so many small
-            livestreams cost a few tensor operations; a group larger than this is split by
-            queries. The default keeps a batch's scores (1 MiB) in a CPU's cache while they
-            are compared and counted.
+            are scored together into one block (padded to the largest gallery), so many
+            small livestreams cost a few tensor operations; a group larger than this is split
+            by queries. The default keeps a block's scores (1 MiB) in a CPU's cache while
+            they are compared and counted.
 
     Raises ``DataError`` for a query (with ground truth) whose group has no gallery, for
     duplicate query ids and for non-finite embeddings.
     """
-    normalize = _memoized(normalize_id)
-    query_ids, gallery_ids, query_groups, gallery_groups = _check_inputs(
-        query_emb, query_ids, gallery_emb, gallery_ids, query_groups, gallery_groups, normalize
+    raw_query_ids, raw_gallery_ids = list(query_ids), list(gallery_ids)
+    query_ids, gallery_ids = _check_inputs(
+        query_emb, raw_query_ids, gallery_emb, raw_gallery_ids, query_groups, gallery_groups
     )
-    ground_truth = normalize_ground_truth(ground_truth, normalize)
+    gt_queries, owners, targets = _flat_ground_truth(
+        ground_truth, dict(zip(raw_query_ids, query_ids, strict=True)),
+        dict(zip(raw_gallery_ids, gallery_ids, strict=True)),
+    )
     row_of_query = _row_of_query(query_ids)
-    gt_queries = list(ground_truth)
-    units = _work_units(
-        gt_queries, ground_truth, row_of_query, query_groups, gallery_groups, gallery_ids,
-        max_scores,
+    rows = _long(map(row_of_query.get, gt_queries, itertools.repeat(-1)))
+    query_group, gallery_group = _group_codes(
+        query_groups, gallery_groups, len(query_ids), len(gallery_ids)
     )
-    ranked = [
-        _rank_bucket(bucket, query_emb, gallery_emb, row_of_query, gt_queries, topk, device)
-        for bucket in _buckets(units, max_scores)
-    ]
-    tensors, no_positive = _assemble(ranked, len(gt_queries), topk)
+    # -1 (no embedding) picks the appended -2: group codes are -2 (no embedding), -1 (a
+    # group without gallery) or the group.
+    group = torch.cat([query_group, _long([-2])])[rows]
+    _check_groups(group, rows, gt_queries, query_groups)
+    gallery_code, target_code = _id_codes(gallery_ids, targets)
+    layout = _layout(
+        group, rows, gallery_group, torch.bincount(gallery_group), gallery_code, target_code,
+        owners,
+    )
+    counts = layout.positive_counts
+    width = max(1, int(counts.max()) if len(counts) else 0)
+    ranked = _filled(len(layout.slot_positions), topk, width)
+    for bucket in _buckets(_work_units(layout, max_scores), max_scores):
+        _rank_bucket(bucket, query_emb, gallery_emb, layout, topk, device, ranked)
+    ranked["ranks"] = ranked["positive_ranks"][:, 0]
+    ranked["gallery_sizes"] = layout.slot_gallery_size
+    result = _filled(len(gt_queries), topk, width)
+    for name, values in ranked.items():
+        result[name][layout.slot_positions] = values
+    no_positive = (torch.isinf(result["ranks"]) & (rows >= 0)).nonzero()[:, 0].tolist()
+    known = set(gt_queries)
     return RankingResult(
         query_ids=gt_queries,
         gallery_ids=gallery_ids,
-        missing=[q for q in gt_queries if q not in row_of_query],
+        missing=[gt_queries[p] for p in (rows < 0).nonzero()[:, 0].tolist()],
         no_positive_in_gallery=[gt_queries[p] for p in no_positive],
-        extra=[q for q in query_ids if q not in ground_truth],
-        **tensors,
+        extra=[q for q in query_ids if q not in known],
+        **result,
     )
 
 
-def _memoized(function):
-    """``function`` of one hashable argument, computed once per distinct argument (query ids
-    recur as ground-truth keys, gallery ids as ground-truth images)."""
-    cache = {}
-
-    def call(value):
-        result = cache.get(value)
-        if result is None:
-            result = cache[value] = function(value)
-        return result
-
-    return call
+def _long(values):
+    """[n] long tensor of an iterable of ints (numpy reads an iterable ~3x faster than
+    ``torch.tensor`` reads a list)."""
+    return torch.from_numpy(np.fromiter(values, dtype=np.int64))
 
 
-def _check_inputs(
-    query_emb, query_ids, gallery_emb, gallery_ids, query_groups, gallery_groups, normalize
-):
-    """Normalised ids, and the groups (one global group when both are None)."""
+def _check_inputs(query_emb, query_ids, gallery_emb, gallery_ids, query_groups, gallery_groups):
+    """Normalised query and gallery ids; ``ValueError`` for mismatched lengths."""
     if (query_groups is None) != (gallery_groups is None):
         raise ValueError("query_groups and gallery_groups must both be given or both be None")
-    query_ids = [normalize(q) for q in query_ids]
-    gallery_ids = [normalize(g) for g in gallery_ids]
+    query_ids = [normalize_id(q) for q in query_ids]
+    gallery_ids = [normalize_id(g) for g in gallery_ids]
     if query_emb.shape[0] != len(query_ids) or gallery_emb.shape[0] != len(gallery_ids):
         raise ValueError(
             f"{query_emb.shape[0]} query embeddings for {len(query_ids)} ids, "
             f"{gallery_emb.shape[0]} gallery embeddings for {len(gallery_ids)} ids"
         )
-    if query_groups is None:
-        query_groups = [GLOBAL_GROUP] * len(query_ids)
-        gallery_groups = [GLOBAL_GROUP] * len(gallery_ids)
+    if query_groups is not None and (
+        len(query_groups) != len(query_ids) or len(gallery_groups) != len(gallery_ids)
+    ):
+        raise ValueError(
+            f"{len(query_groups)} query groups for {len(query_ids)} queries, "
+            f"{len(gallery_groups)} gallery groups for {len(gallery_ids)} gallery images"
+        )
     _check_finite(query_emb, "query")
     _check_finite(gallery_emb, "gallery")
-    return query_ids, gallery_ids, query_groups, gallery_groups
+    return query_ids, gallery_ids
+
+
+def _flat_ground_truth(ground_truth, query_ids, gallery_ids):
+    """``{query_id: id or [ids]}`` -> the normalised query ids (first occurrence order; an
+    id given twice keeps its last targets) and their targets, flat: [T] long positions of
+    the owning query and [T] normalised ids. ``query_ids`` and ``gallery_ids`` map the
+    given ids to their normalised ones (most ground-truth ids are among them)."""
+    keys = _normalized(ground_truth, query_ids)
+    merged = dict(zip(keys, ground_truth.values(), strict=True))
+    targets = [[t] if isinstance(t, (str, bytes)) else list(t) for t in merged.values()]
+    owners = torch.repeat_interleave(_long(map(len, targets)))
+    flat = _normalized(itertools.chain.from_iterable(targets), gallery_ids)
+    return list(merged), owners, flat
+
+
+def _normalized(ids, known):
+    """``[normalize_id(i) for i in ids]``, looked up in ``{id: normalised id}`` first (only
+    for strings: a string equals no other type, so the lookup cannot confuse 1 and "1")."""
+    return [
+        (known.get(i) or normalize_id(i)) if isinstance(i, str) else normalize_id(i)
+        for i in ids
+    ]
 
 
 def _row_of_query(query_ids):
-    row_of_query = {}
-    for row, query_id in enumerate(query_ids):
-        if query_id in row_of_query:
-            raise DataError(f"query id {query_id!r} has two embeddings")
-        row_of_query[query_id] = row
+    row_of_query = dict(zip(query_ids, itertools.count()))
+    if len(row_of_query) < len(query_ids):
+        seen = set()
+        for query_id in query_ids:
+            if query_id in seen:
+                raise DataError(f"query id {query_id!r} has two embeddings")
+            seen.add(query_id)
     return row_of_query
 
 
-def _work_units(
-    gt_queries, ground_truth, row_of_query, query_groups, gallery_groups, gallery_ids, max_scores
-):
-    """One ``_Unit`` per group with queries (split by queries when its scores exceed
-    ``max_scores``); ``DataError`` naming a group that has queries but no gallery."""
-    gallery_rows = {}
-    for row, group in enumerate(gallery_groups):
-        gallery_rows.setdefault(str(group), []).append(row)
-    queries_of_group = {}
-    for position, query_id in enumerate(gt_queries):
-        row = row_of_query.get(query_id)
-        if row is not None:
-            queries_of_group.setdefault(str(query_groups[row]), []).append(position)
+def _group_codes(query_groups, gallery_groups, num_queries, num_gallery):
+    """[N] and [G] long codes of the query and gallery groups (compared as strings); -1 for
+    a query group without gallery images."""
+    if query_groups is None:
+        code = 0 if num_gallery else -1
+        return (
+            torch.full((num_queries,), code, dtype=torch.long),
+            torch.zeros(num_gallery, dtype=torch.long),
+        )
+    names = list(map(str, gallery_groups))
+    vocabulary = dict(zip(dict.fromkeys(names), itertools.count()))
+    gallery = _long(map(vocabulary.__getitem__, names))
+    query = _long(map(vocabulary.get, map(str, query_groups), itertools.repeat(-1)))
+    return query, gallery
+
+
+def _check_groups(group, rows, gt_queries, query_groups):
+    """``DataError`` naming the first group (in ground-truth order) that has queries but no
+    gallery."""
+    bad = (group == -1).nonzero()[:, 0].tolist()
+    if not bad:
+        return
+    rows = rows.tolist()
+    name = GLOBAL_GROUP if query_groups is None else str(query_groups[rows[bad[0]]])
+    count = sum(
+        1 for p in bad if query_groups is None or str(query_groups[rows[p]]) == name
+    )
+    raise DataError(
+        f"livestream {name!r} has no gallery images, but {count} "
+        f"ground-truth queries (e.g. {gt_queries[bad[0]]!r}) belong to it"
+    )
+
+
+def _id_codes(gallery_ids, targets):
+    """[G] long codes of the gallery ids (equal ids, equal codes; codes < G) and [T] codes of
+    the target ids (-1 for an id in no gallery)."""
+    vocabulary = dict(zip(gallery_ids, itertools.count()))  # an id's code: its last row
+    if len(vocabulary) == len(gallery_ids):
+        gallery = torch.arange(len(gallery_ids))
+    else:
+        gallery = _long(map(vocabulary.__getitem__, gallery_ids))
+    return gallery, _long(map(vocabulary.get, targets, itertools.repeat(-1)))
+
+
+def _layout(group, rows, gallery_group, counts, gallery_code, target_code, owners):
+    """``_Layout`` of the ground-truth queries with an embedding (``group`` >= 0);
+    ``counts``: gallery images per group."""
+    gallery_sorted, gallery_rows = gallery_group.sort(stable=True)
+    gallery_begin = counts.cumsum(0) - counts
+    column_of_row = torch.empty_like(gallery_rows)
+    column_of_row[gallery_rows] = torch.arange(len(gallery_rows)) - gallery_begin[gallery_sorted]
+    slots = (group >= 0).nonzero()[:, 0]
+    place_by_size = torch.empty_like(counts)
+    place_by_size[counts.sort(stable=True).indices] = torch.arange(len(counts))
+    slot_positions = slots[place_by_size[group[slots]].sort(stable=True).indices]
+    slot_group = group[slot_positions]
+    # (group, id) keys of the gallery items, sorted, looked up for every target.
+    size = max(1, len(gallery_rows))
+    gallery_keys, by_key = (gallery_group * size + gallery_code).sort()
+    slot_of_position = torch.full((len(group),), -1, dtype=torch.long)
+    slot_of_position[slot_positions] = torch.arange(len(slot_positions))
+    owner_slot = slot_of_position[owners]
+    target_keys = group[owners] * size + target_code
+    low = torch.searchsorted(gallery_keys, target_keys)
+    high = torch.searchsorted(gallery_keys, target_keys, right=True)
+    hits = torch.where((owner_slot >= 0) & (target_code >= 0), high - low, 0)
+    first = torch.repeat_interleave(low, hits)
+    offset = torch.arange(len(first)) - torch.repeat_interleave(hits.cumsum(0) - hits, hits)
+    columns = column_of_row[by_key[first + offset]]
+    # One pair per (query, gallery item): a target named twice counts once.
+    pairs = torch.unique(torch.repeat_interleave(owner_slot, hits) * size + columns)
+    pair_slots = pairs // size
+    return _Layout(
+        slot_positions=slot_positions,
+        slot_rows=rows[slot_positions],
+        slot_gallery_begin=gallery_begin[slot_group],
+        slot_gallery_size=counts[slot_group],
+        gallery_rows=gallery_rows,
+        positive_columns=_pad_ragged(pair_slots, pairs % size, len(slots), fill=-1),
+        positive_counts=torch.bincount(pair_slots, minlength=len(slots)),
+    )
+
+
+def _filled(num, topk, width):
+    """The ``RankingResult`` tensors of ``num`` queries, all misses."""
+    return dict(
+        ranks=torch.full((num,), math.inf, dtype=torch.float64),
+        average_precision=torch.zeros(num, dtype=torch.float64),
+        topk_indices=torch.full((num, topk), -1, dtype=torch.long),
+        topk_scores=torch.full((num, topk), math.nan, dtype=torch.float32),
+        gallery_sizes=torch.zeros(num, dtype=torch.long),
+        positive_ranks=torch.full((num, width), math.inf, dtype=torch.float64),
+    )
+
+
+def _work_units(layout, max_scores):
+    """The ``_Unit`` of each group with queries, in slot order (ascending gallery size),
+    split by queries where its scores exceed ``max_scores``."""
+    begin, size = layout.slot_gallery_begin, layout.slot_gallery_size
+    if not len(begin):
+        return []
+    starts = torch.ones(len(begin), dtype=torch.bool)
+    starts[1:] = begin[1:] != begin[:-1]  # groups of queries have distinct gallery ranges
+    starts = starts.nonzero()[:, 0]
+    begin, size = begin[starts], size[starts]
+    first = layout.gallery_rows[begin]
+    first = torch.where(layout.gallery_rows[begin + size - 1] - first == size - 1, first, -1)
+    ends = starts[1:].tolist() + [len(layout.slot_positions)]
     units = []
-    for group, positions in queries_of_group.items():
-        rows = gallery_rows.get(group)
-        if rows is None:
-            raise DataError(
-                f"livestream {group!r} has no gallery images, but {len(positions)} "
-                f"ground-truth queries (e.g. {gt_queries[positions[0]]!r}) belong to it"
+    for start, end, gallery_begin, count, first_row in zip(
+        starts.tolist(), ends, begin.tolist(), size.tolist(), first.tolist(), strict=True
+    ):
+        step = max(1, max_scores // count)
+        for part in range(start, end, step):
+            units.append(
+                _Unit(part, min(part + step, end), gallery_begin, gallery_begin + count, first_row)
             )
-        first, more = _columns_of_ids([gallery_ids[row] for row in rows])
-        step = max(1, max_scores // len(rows))
-        for begin in range(0, len(positions), step):
-            part = positions[begin : begin + step]
-            targets = (ground_truth[gt_queries[p]] for p in part)
-            units.append(_Unit(part, rows, *_positive_pairs(targets, first, more)))
     return units
 
 
-def _columns_of_ids(ids):
-    """``{id: first column}`` and ``{id: [later columns]}`` for ids that repeat (plain
-    dicts of ints: a list per id would make Python's garbage collector walk them all)."""
-    first, more = {}, {}
-    for column, gallery_id in enumerate(ids):
-        if first.setdefault(gallery_id, column) != column:
-            more.setdefault(gallery_id, []).append(column)
-    return first, more
-
-
-def _positive_pairs(targets_of_queries, first, more):
-    """Flat ``(query index, column)`` pairs of each query's ground-truth images, grouped by
-    query in order."""
-    queries, columns = [], []
-    for index, targets in enumerate(targets_of_queries):
-        for target in targets:
-            column = first.get(target)
-            if column is None:
-                continue
-            queries.append(index)
-            columns.append(column)
-            for column in more.get(target, ()):
-                queries.append(index)
-                columns.append(column)
-    return queries, columns
-
-
-def _assemble(ranked, num, topk):
-    """Bucket results -> the ``RankingResult`` tensors of ``num`` queries (misses where no
-    bucket wrote) and the sorted positions of queries without a positive in their gallery."""
-    ranks = torch.full((num,), math.inf, dtype=torch.float64)
-    average_precision = torch.zeros(num, dtype=torch.float64)
-    topk_indices = torch.full((num, topk), -1, dtype=torch.long)
-    topk_scores = torch.full((num, topk), math.nan, dtype=torch.float32)
-    gallery_sizes = torch.zeros(num, dtype=torch.long)
-    width = max([1] + [part.positive_ranks.shape[1] for part in ranked])
-    positive_ranks = torch.full((num, width), math.inf, dtype=torch.float64)
-    no_positive = []
-    for part in ranked:
-        positions = part.positions
-        ranks[positions] = part.best
-        average_precision[positions] = part.average_precision
-        positive_ranks[positions, : part.positive_ranks.shape[1]] = part.positive_ranks
-        topk_indices[positions, : part.topk_indices.shape[1]] = part.topk_indices
-        topk_scores[positions, : part.topk_scores.shape[1]] = part.topk_scores
-        gallery_sizes[positions] = part.gallery_sizes
-        no_positive.extend(positions[~torch.isfinite(part.best)].tolist())
-    tensors = dict(
-        ranks=ranks, average_precision=average_precision, topk_indices=topk_indices,
-        topk_scores=topk_scores, gallery_sizes=gallery_sizes, positive_ranks=positive_ranks,
-    )
-    return tensors, sorted(no_positive)
-
-
 def _buckets(units, max_scores):
-    """Group work units of similar gallery size so that each padded batch [B, Qmax, Gmax]
-    holds at most ``max_scores`` elements (a unit alone may exceed it only by its rows)."""
-    units = sorted(units, key=lambda unit: len(unit.rows))
-    bucket, queries, gallery = [], 0, 0
+    """Consecutive work units (ascending gallery size) whose block [their queries, largest
+    gallery] holds at most ``max_scores`` elements (a unit alone may exceed it by its rows)."""
+    bucket, queries = [], 0
     for unit in units:
-        new_queries, new_gallery = max(queries, len(unit.positions)), max(gallery, len(unit.rows))
-        if bucket and (len(bucket) + 1) * new_queries * new_gallery > max_scores:
+        count, size = unit.slot_end - unit.slot_begin, unit.gallery_end - unit.gallery_begin
+        if bucket and (queries + count) * size > max_scores:
             yield bucket
-            bucket, new_queries, new_gallery = [], len(unit.positions), len(unit.rows)
+            bucket, queries = [], 0
         bucket.append(unit)
-        queries, gallery = new_queries, new_gallery
+        queries += count
     if bucket:
         yield bucket
 
 
-def _rank_bucket(bucket, query_emb, gallery_emb, row_of_query, gt_queries, topk, device):
-    """Score and rank the units of one bucket with one (batched) matrix product; returns
-    ``_BucketRanks`` of the bucket's real (unpadded) queries."""
-    width = max(len(unit.positions) for unit in bucket)
-    size = max(len(unit.rows) for unit in bucket)
-    query_rows = torch.zeros(len(bucket), width, dtype=torch.long)
-    query_valid = torch.zeros(len(bucket), width, dtype=torch.bool)
-    gallery_index = torch.zeros(len(bucket), size, dtype=torch.long)
-    gallery_valid = torch.zeros(len(bucket), size, dtype=torch.bool)
-    pair_rows, pair_columns, positions, sizes = [], [], [], []
-    for slot, unit in enumerate(bucket):
-        count = len(unit.positions)
-        query_rows[slot, :count] = torch.as_tensor(
-            [row_of_query[gt_queries[p]] for p in unit.positions]
-        )
-        query_valid[slot, :count] = True
-        gallery_index[slot, : len(unit.rows)] = torch.as_tensor(unit.rows)
-        gallery_valid[slot, : len(unit.rows)] = True
-        pair_rows.append(torch.as_tensor(unit.pair_queries, dtype=torch.long) + slot * width)
-        pair_columns.extend(unit.pair_columns)
-        positions.extend(unit.positions)
-        sizes.extend([len(unit.rows)] * count)
-
-    scores = _scores(query_emb, gallery_emb, query_rows, gallery_index, gallery_valid, device)
-    columns = _pad_ragged(
-        torch.cat(pair_rows), torch.as_tensor(pair_columns, dtype=torch.long),
-        len(bucket) * width, fill=-1,
-    )
-    keep = query_valid.flatten().nonzero()[:, 0]
-    positive_ranks, ap, index, value = _rank_rows(scores, columns.to(scores.device), topk)
+def _rank_bucket(bucket, query_emb, gallery_emb, layout, topk, device, ranked):
+    """Score and rank the slots of one bucket (a range) into ``ranked`` (the
+    ``RankingResult`` tensors of the slots)."""
+    span = slice(bucket[0].slot_begin, bucket[-1].slot_end)
+    scores = _scores(bucket, query_emb, gallery_emb, layout.slot_rows[span], layout, device)
+    width = int(layout.positive_counts[span].max())
+    columns = layout.positive_columns[span, :width].to(scores.device)
+    positive_ranks, ap, index, value = _rank_rows(scores, columns, topk)
     index, value = index.cpu(), value.cpu()
-    slots = torch.arange(len(bucket)).repeat_interleave(width)[:, None].expand_as(index)
-    safe = index.clamp(min=0)
-    real = (index >= 0) & gallery_valid[slots, safe]
-    rows = torch.where(real, gallery_index[slots, safe], -1)
-    value = torch.where(real, value, math.nan)
-    return _BucketRanks(
-        positions=torch.as_tensor(positions, dtype=torch.long),
-        best=positive_ranks[:, 0].cpu()[keep],
-        average_precision=ap.cpu()[keep],
-        positive_ranks=positive_ranks.cpu()[keep],
-        topk_indices=rows[keep],
-        topk_scores=value[keep],
-        gallery_sizes=torch.as_tensor(sizes, dtype=torch.long),
-    )
+    real = (index >= 0) & (index < layout.slot_gallery_size[span, None])
+    rows = layout.gallery_rows[torch.where(real, layout.slot_gallery_begin[span, None] + index, 0)]
+    ranked["positive_ranks"][span, : positive_ranks.shape[1]] = positive_ranks.cpu()
+    ranked["average_precision"][span] = ap.cpu()
+    ranked["topk_indices"][span, : index.shape[1]] = torch.where(real, rows, -1)
+    ranked["topk_scores"][span, : index.shape[1]] = torch.where(real, value, math.nan)
 
 
-def _scores(query_emb, gallery_emb, query_rows, gallery_index, gallery_valid, device):
-    """[B*W, S] float32 scores of B units' (padded) queries against their (padded)
-    galleries; -inf in padding gallery columns. One unit (the common case on LPR4M) is one
-    matrix product on a slice of the gallery when its rows are contiguous."""
-    num, width = query_rows.shape
-    size = gallery_index.shape[1]
-    queries = query_emb.index_select(0, query_rows.flatten()).view(num, width, -1)
-    queries = queries.to(device=device, dtype=torch.float32)
-    first = int(gallery_index[0, 0])
-    if num == 1 and torch.equal(gallery_index[0], torch.arange(first, first + size)):
-        gallery = gallery_emb[first : first + size].to(device=device, dtype=torch.float32)
-        return queries[0] @ gallery.T
-    gallery = gallery_emb.index_select(0, gallery_index.flatten()).view(num, size, -1)
-    gallery = gallery.to(device=device, dtype=torch.float32)
-    scores = torch.bmm(queries, gallery.transpose(1, 2))
-    if not bool(gallery_valid.all()):
-        scores.masked_fill_(~gallery_valid.to(device)[:, None, :], -math.inf)
-    return scores.flatten(0, 1)
+def _scores(bucket, query_emb, gallery_emb, query_rows, layout, device):
+    """[R, S] float32 scores of the bucket's R queries (rows ``query_rows``) against their
+    group's gallery, S the largest gallery; -inf beyond a smaller gallery."""
+    queries = query_emb.index_select(0, query_rows).to(device=device, dtype=torch.float32)
+    galleries = [_gallery(unit, gallery_emb, layout, device) for unit in bucket]
+    if len(bucket) == 1:
+        return queries @ galleries[0].T
+    size = max(len(gallery) for gallery in galleries)
+    scores = torch.full((len(queries), size), -math.inf, device=device)
+    offset = 0
+    for unit, gallery in zip(bucket, galleries, strict=True):
+        count = unit.slot_end - unit.slot_begin
+        rows = slice(offset, offset + count)
+        torch.mm(queries[rows], gallery.T, out=scores[rows, : len(gallery)])
+        offset += count
+    return scores
 
 
-def _pad_ragged(rows, values, num, fill, width=0):
-    """Entries ``values[i]`` of row ``rows[i]`` (rows ascending) -> [num, max(width, most
-    entries of a row)], each row's entries first, in order, then ``fill``."""
-    counts = torch.bincount(rows, minlength=num)
-    width = max(width, int(counts.max())) if rows.numel() else width
-    slot = torch.arange(rows.numel(), device=rows.device) - (counts.cumsum(0) - counts)[rows]
+def _gallery(unit, gallery_emb, layout, device):
+    """[S, E] float32 gallery embeddings of a unit's group (a view when consecutive)."""
+    if unit.first_row >= 0:
+        size = unit.gallery_end - unit.gallery_begin
+        gallery = gallery_emb[unit.first_row : unit.first_row + size]
+    else:
+        gallery = gallery_emb.index_select(
+            0, layout.gallery_rows[unit.gallery_begin : unit.gallery_end]
+        )
+    return gallery.to(device=device, dtype=torch.float32)
+
+
+def _pad_ragged(rows, values, num, fill):
+    """Entries ``values[i]`` of row ``rows[i]`` (rows ascending) -> [num, most entries of a
+    row], each row's entries first, in order, then ``fill``."""
+    slot, width = _ragged_slots(rows, num)
     padded = torch.full((num, width), fill, dtype=values.dtype, device=values.device)
     padded[rows, slot] = values
     return padded
+
+
+def _ragged_slots(rows, num, width=0):
+    """Place of each entry within its row (``rows`` ascending, [n] long) and max(width, most
+    entries of a row)."""
+    counts = torch.bincount(rows, minlength=num)
+    width = max(width, int(counts.max())) if rows.numel() else width
+    return torch.arange(rows.numel(), device=rows.device) - (counts.cumsum(0) - counts)[rows], width
 
 
 def _check_finite(embeddings, what):
@@ -491,8 +546,10 @@ def _top_of_candidates(scores, candidates, k):
     column that scores at least the row's k-th largest score): [Q, k] columns (-1 where a
     row has fewer candidates) and their scores (-inf there)."""
     rows, cols = candidates.nonzero(as_tuple=True)  # row-major: columns ascending per row
-    num = scores.shape[0]
-    values = _pad_ragged(rows, scores[rows, cols], num, fill=-math.inf, width=k)
-    index = _pad_ragged(rows, cols, num, fill=-1, width=k)
+    slot, width = _ragged_slots(rows, scores.shape[0], k)
+    values = scores.new_full((scores.shape[0], width), -math.inf)
+    values[rows, slot] = scores[rows, cols]
+    index = torch.full(values.shape, -1, dtype=torch.long, device=scores.device)
+    index[rows, slot] = cols
     values, order = values.sort(dim=1, descending=True, stable=True)
     return index.gather(1, order[:, :k]), values[:, :k]

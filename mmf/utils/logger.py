@@ -12,6 +12,23 @@ _DATEFMT = "%Y-%m-%dT%H:%M:%S"
 _MARK = "_mmf_handler"
 
 
+class _ConsoleHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` / ``sys.stderr`` is when a record is emitted, so a
+    handler that outlives a redirection (a test's captured output) never holds a closed file."""
+
+    def __init__(self, stream_name):
+        self._stream_name = stream_name
+        super().__init__()
+
+    @property
+    def stream(self):
+        return getattr(sys, self._stream_name)
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def setup_logger(save_dir=None, rank=0, level="info"):
     """(Re)configure logging; calling it again replaces the handlers it added before.
 
@@ -25,13 +42,13 @@ def setup_logger(save_dir=None, rank=0, level="info"):
         numeric = logging.INFO
     handlers = []
     if rank == 0:
-        handlers.append(logging.StreamHandler(sys.stdout))
+        handlers.append(_ConsoleHandler("stdout"))
         if save_dir:
             os.makedirs(save_dir, exist_ok=True)
             path = os.path.join(save_dir, "train.log")
             handlers.append(logging.FileHandler(path, encoding="utf-8"))
     else:
-        console = logging.StreamHandler(sys.stderr)
+        console = _ConsoleHandler("stderr")
         console.setLevel(logging.ERROR)
         handlers.append(console)
 

@@ -1,22 +1,40 @@
 """Samplers whose order depends only on (seed, epoch), so a run can resume mid-epoch, and
 per-sample seeds, so that its random augmentation does too (also with loader workers)."""
 import contextlib
-import hashlib
-import itertools
 import random
 import signal
-import struct
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, DistributedSampler, Sampler
+from torch.utils.data import Dataset, DistributedSampler, Sampler, get_worker_info
+
+_MASK = 2**64 - 1
+
+
+def _mix(value):
+    """splitmix64's step: a bijection of 64-bit values that scatters nearby inputs. Works on
+    a python int and on a numpy uint64 array alike (numpy wraps where the int is masked)."""
+    value = (value + 0x9E3779B97F4A7C15) & _MASK
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _MASK
+    return value ^ (value >> 31)
+
+
+def _epoch_key(seed, epoch):
+    return _mix(_mix(int(seed) & _MASK) ^ (int(epoch) & _MASK))
 
 
 def sample_seed(seed, epoch, position):
-    """The seed of the sample at ``position`` of ``epoch``'s order: a 64-bit hash of the
-    three numbers."""
-    key = struct.pack("<qqq", int(seed), int(epoch), int(position))
-    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
+    """The 64-bit seed of the sample at ``position`` of ``epoch``'s order: splitmix64 steps
+    over the three numbers (distinct positions of an epoch get distinct seeds)."""
+    return int(_mix(_epoch_key(seed, epoch) ^ (int(position) & _MASK)))
+
+
+def sample_seeds(seed, epoch, positions):
+    """``[sample_seed(seed, epoch, p) for p in positions]`` ([n] ints) for a ``range``,
+    computed on one numpy array."""
+    positions = np.arange(positions.start, positions.stop, positions.step, dtype=np.uint64)
+    return _mix(np.uint64(_epoch_key(seed, epoch)) ^ positions).tolist()
 
 
 class ResumableDistributedSampler(DistributedSampler):
@@ -50,17 +68,14 @@ class ResumableDistributedSampler(DistributedSampler):
         self.start = 0
 
     def __iter__(self):
-        positions = range(self.rank, self.total_size, self.num_replicas)
-        pairs = itertools.islice(zip(super().__iter__(), positions, strict=True), self.start, None)
-        return _seeded(pairs, self.seed, self.epoch)
+        indices = list(super().__iter__())[self.start :]
+        first = self.rank + self.start * self.num_replicas
+        positions = range(first, self.total_size, self.num_replicas)
+        seeds = sample_seeds(self.seed, self.epoch, positions)
+        return zip(indices, seeds, strict=True)
 
     def __len__(self):
         return max(0, self.num_samples - self.start)
-
-
-def _seeded(pairs, seed, epoch):
-    for index, position in pairs:
-        yield index, sample_seed(seed, epoch, position)
 
 
 class SeededSamples(Dataset):
@@ -68,9 +83,9 @@ class SeededSamples(Dataset):
 
     Each item is drawn with the python, numpy and torch (CPU) RNGs seeded with its own
     ``seed``: a sample's random augmentation depends on (run seed, epoch, position) only,
-    not on the number of loader workers nor on where a resumed run restarted. The RNG
-    states are put back after each batch, so that in the main process (``num_workers=0``)
-    the training RNGs (dropout, ...) do not depend on data loading.
+    not on the number of loader workers nor on where a resumed run restarted. In the main
+    process (``num_workers=0``) the RNG states are put back after each batch, so that the
+    training RNGs (dropout, ...) do not depend on data loading.
     """
 
     def __init__(self, dataset):
@@ -85,26 +100,35 @@ class SeededSamples(Dataset):
 
     def __getitems__(self, keys):
         """The items of a batch (the ``DataLoader`` calls this once per batch)."""
-        states = random.getstate(), np.random.get_state(), torch.get_rng_state()
-        try:
+        dataset = self.dataset
+        with _states_put_back():
             items = []
             for index, seed in keys:
                 _seed_all(seed)
-                items.append(self.dataset[index])
+                items.append(dataset[index])
             return items
-        finally:
-            random.setstate(states[0])
-            np.random.set_state(states[1])
-            torch.set_rng_state(states[2])
 
 
 @contextlib.contextmanager
 def seeded_rngs(seed):
-    """Run the block with the python, numpy and torch (CPU) RNGs seeded with ``seed``, then
-    put their states back (one sample of an iterable dataset, like ``SeededSamples``)."""
+    """Run the block with the python, numpy and torch (CPU) RNGs seeded with ``seed`` (one
+    sample of an iterable dataset, like ``SeededSamples``); in the main process their states
+    are put back afterwards."""
+    with _states_put_back():
+        _seed_all(seed)
+        yield
+
+
+@contextlib.contextmanager
+def _states_put_back():
+    """Put the python, numpy and torch (CPU) RNG states back after the block, in the main
+    process only: a loader worker's RNGs serve data loading alone, and each of its items
+    re-seeds them (numpy's state costs ~30 us to read and as much to write)."""
+    if get_worker_info() is not None:
+        yield
+        return
     states = random.getstate(), np.random.get_state(), torch.get_rng_state()
     try:
-        _seed_all(seed)
         yield
     finally:
         random.setstate(states[0])
@@ -114,7 +138,7 @@ def seeded_rngs(seed):
 
 def _seed_all(seed):
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed & 0xFFFFFFFF)
     # The CPU generator only: torch.manual_seed would reseed CUDA's (dropout on the GPU).
     torch.default_generator.manual_seed(seed)
 

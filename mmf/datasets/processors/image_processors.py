@@ -24,7 +24,7 @@ An ``interpolation`` given as a string (``bicubic``) becomes ``InterpolationMode
   ``ToTensor`` is dropped and ``Normalize`` (it must come last) is not applied here but on
   the device after the transfer (``mmf.datasets.prefetch.to_device``), with the constants
   ``normalization`` [2,3] (mean row, std row; 0 / 1 without a ``Normalize``);
-- ``jpeg``: the stored bytes in, an ``EncodedImage`` out (bytes, boxes, a seed for the
+- ``jpeg``: the stored bytes in, an ``EncodedImage`` out (bytes, crop, a seed for the
   random transforms drawn here); decoding (``torchvision.io.decode_jpeg`` on the device,
   batched: the GPU's decoder on CUDA) and the ``uint8`` transforms happen in
   ``mmf.datasets.prefetch.to_device``.
@@ -55,11 +55,12 @@ SEED_RANGE = 2**62
 @dataclasses.dataclass
 class EncodedImage:
     """An image whose decoding waits for the device: ``data`` uint8 [n] (the stored bytes),
-    ``boxes`` ([[x1,y1,x2,y2], ...] or None: crop to their union after decoding), ``seed``
-    of the random transforms, ``transform`` (uint8 transforms), ``name`` (for errors)."""
+    ``crop`` ((x1, y1, x2, y2) or None: the rectangle to crop after decoding, ``videotoshop.
+    images.crop_image``), ``seed`` of the random transforms, ``transform`` (uint8
+    transforms), ``name`` (for errors)."""
 
     data: torch.Tensor
-    boxes: list
+    crop: tuple
     seed: int
     transform: object
     name: str
@@ -126,7 +127,7 @@ class TorchvisionTransforms(BaseProcessor):
         if self.output != "jpeg":
             return self.transform(image)
         seed = int(torch.randint(SEED_RANGE, ()).item())
-        return EncodedImage(image.data, image.boxes, seed, self.transform, image.name)
+        return EncodedImage(image.data, image.crop, seed, self.transform, image.name)
 
 
 def _parse_entry(entry, position):

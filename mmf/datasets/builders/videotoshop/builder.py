@@ -60,11 +60,11 @@ class VideoToShopBuilder(MMFDatasetBuilder):
 
     def load_gallery(self, config, dataset_type="test"):
         """The gallery-image dataset of ``dataset_type``, processors initialised. When
-        ``live_gallery_file`` matches a file, how it differs from the gallery list's
-        ``live_id/`` prefixes (what the ranking uses) is logged as a warning."""
+        ``live_gallery_file`` (a test-split file) matches a file, how it differs from the test
+        gallery list's ``live_id/`` prefixes (what the ranking uses) is logged as a warning."""
         dataset = self._load_kind(config, dataset_type, "gallery")
         path = self._find(config, "live_gallery_file", required=False)
-        if path:
+        if path and dataset_type == "test":
             grouped = collections.defaultdict(list)
             for record in dataset.records:
                 grouped[record.live_id].append(record.image_id)

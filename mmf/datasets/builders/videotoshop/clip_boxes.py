@@ -4,8 +4,9 @@ The dataset reads ``box_mode`` from the model (``dataset_config.videotoshop.box_
 interpolates ``model_config.rice.box_mode``: one key drives both), ``box_rule`` (which box of a
 frame, ``mmf.datasets.boxes.selection``) and ``box_margin`` (context around a crop).
 
-- ``crop``: each frame with a box is cropped to ``crop_rect(box, margin)`` before the usual
-  resize; a frame without one stays whole.
+- ``crop``: each frame with a box is cropped to ``crop_rect(box, margin)`` (``images.
+  crop_image``; undecoded bytes are cropped after their decode) before the usual resize; a
+  frame without one stays whole.
 - ``patch_mask``: the frame stays whole; the box goes through the same resize / crop / flip as
   the frame (``TorchvisionTransforms.transform_with_box``) and the sample gains
   ``video_boxes`` [F,4] (x1, y1, x2, y2 in pixels of the encoder input; the whole input for a
@@ -32,6 +33,7 @@ from mmf.datasets.boxes import (
     to_pixels,
 )
 from mmf.datasets.boxes.geometry import DEFAULT_MARGIN
+from mmf.datasets.builders.videotoshop.images import crop_image
 from mmf.datasets.ids import normalize_id
 
 logger = logging.getLogger(__name__)
@@ -126,18 +128,6 @@ def image_size(image):
     return image.size
 
 
-def crop(image, rect):
-    """``image`` cropped to the integer ``rect`` (x1, y1, x2, y2): a PIL image or [C,H,W]
-    tensor now, undecoded bytes after their decoding (``prefetch.to_device`` crops to
-    ``boxes``)."""
-    if isinstance(image, torch.Tensor):
-        x1, y1, x2, y2 = rect
-        return image[:, y1:y2, x1:x2].contiguous()
-    if isinstance(image, SimpleNamespace):
-        return SimpleNamespace(data=image.data, boxes=[list(rect)], name=image.name)
-    return image.crop(rect)
-
-
 def boxed_frames(images, clip_boxes, keep, settings, transform):
     """The kept frames of a clip through ``transform`` with the intended box applied.
 
@@ -154,7 +144,7 @@ def boxed_frames(images, clip_boxes, keep, settings, transform):
         size = image_size(image)
         if settings.mode == "crop":
             if box is not None:
-                image = crop(image, crop_rect(box, *size, margin=settings.margin))
+                image = crop_image(image, crop_rect(box, *size, margin=settings.margin))
             out.append(transform(image))
             continue
         pixels, moved = transform.transform_with_box(image, box_or_frame(box, *size))

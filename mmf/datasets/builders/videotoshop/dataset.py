@@ -186,6 +186,6 @@ class VideoToShopDataset(VideoToShopSamples, MMFDataset):
                 return None
             raise
 
-    def read_image(self, ref, boxes=None, decode="pil"):
+    def read_image(self, ref, decode="pil"):
         """``ref``: a frame or image path relative to ``image_dir``."""
-        return load_image(os.path.join(self.image_dir, ref), boxes, decode)
+        return load_image(os.path.join(self.image_dir, ref), decode)

@@ -1,9 +1,11 @@
 """Reading frames and shop images: as PIL images, as uint8 tensors or as their stored bytes.
 
 ``source`` is a path, or a file object holding the stored bytes (a shard member) whose
-``str()`` names it. ``load_image(source, boxes, decode)`` hands over what the image
-processor asks for (its ``decode``): ``pil`` (``load_rgb``), ``uint8`` (``load_uint8``) or
-``jpeg`` (``load_encoded``: nothing is decoded; the device does it after the transfer).
+``str()`` names it. ``load_image(source, decode)`` hands over what the image processor asks
+for (its ``decode``): ``pil`` (``load_rgb``), ``uint8`` (``load_uint8``) or ``jpeg``
+(``load_encoded``: nothing is decoded; the device does it after the transfer).
+``crop_image(image, rect)`` crops any of the three to a rectangle (``mmf.datasets.boxes.
+crop_rect`` gives it: the one crop of a product box).
 """
 import io
 import os
@@ -22,40 +24,33 @@ class UnreadableImageError(DataError):
     """An image or frame file is missing or cannot be decoded (the message names the path)."""
 
 
-def load_image(source, boxes=None, decode="pil"):
+def load_image(source, decode="pil"):
     """``source`` read as ``decode`` asks: a PIL image, a uint8 [3,H,W] tensor or, for
-    ``jpeg``, a namespace (``data`` uint8 [n] bytes, ``boxes``, ``name``) to decode later."""
+    ``jpeg``, a namespace (``data`` uint8 [n] bytes, ``crop``, ``name``) to decode later."""
     if decode == "pil":
-        return load_rgb(source, boxes)
+        return load_rgb(source)
     if decode == "uint8":
-        return load_uint8(source, boxes)
+        return load_uint8(source)
     if decode == "jpeg":
-        return load_encoded(source, boxes)
+        return load_encoded(source)
     raise ValueError(f"decode must be pil, uint8 or jpeg, got {decode!r}")
 
 
-def load_rgb(path, boxes=None):
+def load_rgb(path):
     """PIL RGB image at ``path``.
 
     The exact path is opened; only if it does not exist are the other image extensions
-    (``mmf.datasets.ids.IMAGE_EXTENSIONS``, in order) tried on the same stem. ``boxes``
-    ([[x1,y1,x2,y2], ...] in pixels) crops the image to their union, clipped to the image;
-    no boxes (or a degenerate union) keeps it whole.
+    (``mmf.datasets.ids.IMAGE_EXTENSIONS``, in order) tried on the same stem.
     Raises ``UnreadableImageError`` naming the path for a missing or corrupt file.
     """
     try:
-        image = _decode(path)
+        return _decode(path)
     except FileNotFoundError:
-        image = _decode(_probe_extensions(path))
-    if boxes:
-        box = union_box(boxes, image.width, image.height)
-        if box is not None:
-            image = image.crop(box)
-    return image
+        return _decode(_probe_extensions(path))
 
 
-def load_uint8(source, boxes=None):
-    """uint8 [3,H,W] RGB tensor of ``source`` (found and cropped as ``load_rgb`` does).
+def load_uint8(source):
+    """uint8 [3,H,W] RGB tensor of ``source`` (found as ``load_rgb`` finds it).
 
     JPEG, PNG, WEBP and GIF are decoded by ``torchvision.io.decode_image`` (libjpeg-turbo: the
     same pixels as PIL); other formats, and bytes it rejects, go through PIL, so a corrupt
@@ -67,12 +62,13 @@ def load_uint8(source, boxes=None):
     except RuntimeError:
         rgb = _decode(NamedBytes(data.numpy().tobytes(), str(source)))
         image = torch.from_numpy(np.array(rgb)).permute(2, 0, 1).contiguous()
-    return crop_to_boxes(image, boxes)
+    return image
 
 
-def load_encoded(source, boxes=None):
-    """The stored bytes of ``source`` (uint8 [n]) with ``boxes`` and ``name``, undecoded."""
-    return SimpleNamespace(data=read_bytes(source), boxes=boxes or None, name=str(source))
+def load_encoded(source):
+    """The stored bytes of ``source`` (uint8 [n]) with ``name`` and ``crop`` (None: none yet;
+    ``crop_image`` sets it), undecoded."""
+    return SimpleNamespace(data=read_bytes(source), crop=None, name=str(source))
 
 
 def read_bytes(source):
@@ -90,27 +86,16 @@ def read_bytes(source):
     return torch.frombuffer(bytearray(raw), dtype=torch.uint8)
 
 
-def crop_to_boxes(image, boxes):
-    """[C,H,W] ``image`` cropped to the union of ``boxes`` (as ``load_rgb`` crops)."""
-    if not boxes:
-        return image
-    box = union_box(boxes, image.shape[-1], image.shape[-2])
-    if box is None:
-        return image
-    x1, y1, x2, y2 = box
-    return image[:, y1:y2, x1:x2].contiguous()
-
-
-def union_box(boxes, width, height):
-    """Union of ``boxes`` clipped to a ``width`` x ``height`` image, as integer (x1, y1, x2, y2);
-    None if the clipped union is empty."""
-    x1 = max(0, int(min(box[0] for box in boxes)))
-    y1 = max(0, int(min(box[1] for box in boxes)))
-    x2 = min(width, int(round(max(box[2] for box in boxes))))
-    y2 = min(height, int(round(max(box[3] for box in boxes))))
-    if x2 - x1 < 1 or y2 - y1 < 1:
-        return None
-    return (x1, y1, x2, y2)
+def crop_image(image, rect):
+    """``image`` cropped to the integer ``rect`` (x1, y1, x2, y2; ``mmf.datasets.boxes.crop_rect``):
+    a PIL image or a [C,H,W] tensor now; undecoded bytes (``load_encoded``) carry ``rect`` as
+    their ``crop``, applied after the decode (``mmf.datasets.prefetch``)."""
+    x1, y1, x2, y2 = rect
+    if isinstance(image, torch.Tensor):
+        return image[:, y1:y2, x1:x2].contiguous()
+    if isinstance(image, SimpleNamespace):
+        return SimpleNamespace(data=image.data, crop=(x1, y1, x2, y2), name=image.name)
+    return image.crop((x1, y1, x2, y2))
 
 
 class NamedBytes(io.BytesIO):

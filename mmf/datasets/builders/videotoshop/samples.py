@@ -2,21 +2,21 @@
 (``VideoToShopDataset``) and the shards path (``shards.ShardDataset``).
 
 A class mixing ``VideoToShopSamples`` in provides ``dataset_name``, ``use_augments``, the
-processors (``init_processors``) and ``read_image(ref, boxes=None, decode="pil")``, where
+processors (``init_processors``) and ``read_image(ref, decode="pil")``, where
 ``ref`` is whatever its records hold for a frame or image (a path relative to the image root,
 or the stored bytes of a shard member) and ``decode`` what the image processor takes
 (``images.load_image``). Query and gallery samples also read ``asr``, ``title`` and
 ``has_category``.
 
 ``box_settings`` (``clip_boxes.BoxSettings``, None: off) says how a clip's boxes enter its
-frames; ``_video_fields`` takes them as a ``ClipBoxes`` (``clip_boxes``) or, legacy, as per-frame
-box lists whose union crops the frame (``predict.Clip.boxes``).
+frames; ``clip_boxes(record)`` gives them as a ``ClipBoxes`` (``clip_boxes``) or None.
 
 Text (``text``: the model's ``model_config.rice.text``, null = none): the pair and query
 samples carry ``asr_tokens`` and the pair and gallery samples ``title_tokens`` (for the texts
 the model reads), the ``text_tokenizer`` output for the text encoder (``has_text`` False for a
-missing or blank text). In the train split each text is dropped (made empty) with probability
-``text_dropout``, drawn after the images from the sample's seeded RNG (exact resume).
+missing or blank text; ``build_text_processor`` builds it and names the sides). In the train
+split each text is dropped (made empty) with probability ``text_dropout``, drawn after the
+images from the sample's seeded RNG (exact resume).
 
 With an image processor whose ``output`` is ``uint8`` or ``jpeg``, ``video`` / ``image`` are
 uint8 (or ``EncodedVideo`` / ``EncodedImage``) and ``pixel_normalize`` [2,3] carries the
@@ -45,7 +45,7 @@ class VideoToShopSamples:
     text_sides = ()
     text_dropout = 0.0
 
-    def read_image(self, ref, boxes=None, decode="pil"):
+    def read_image(self, ref, decode="pil"):
         raise NotImplementedError(f"{type(self).__name__} must implement read_image()")
 
     def init_processors(self):
@@ -59,11 +59,7 @@ class VideoToShopSamples:
                 f"{where}: {self.dataset_name} has no ASR or titles; a text model "
                 f"(model_config.rice.text) cannot train or evaluate on it"
             )
-        tokenizer = {"type": "text_tokenizer", "params": {"encoder": text.get("encoder")}}
-        self.text_processor = build_from_type_params(
-            "processor", OmegaConf.create(tokenizer), f"{where} (text_tokenizer)"
-        )
-        self.text_sides = TEXT_SIDES.get(text.get("inputs", "both"), ("asr", "title"))
+        self.text_processor, self.text_sides = build_text_processor(text, where)
         if self.use_augments:
             self.text_dropout = float(text.get("text_dropout", 0.0) or 0.0)
 
@@ -79,9 +75,8 @@ class VideoToShopSamples:
         return fields
 
     def clip_boxes(self, record):
-        """The boxes of a record's clip: a ``ClipBoxes``, per-frame box lists (legacy union
-        crop) or None."""
-        return getattr(record, "boxes", None)
+        """The boxes of a record's clip: a ``ClipBoxes`` or None (the subclasses')."""
+        return None
 
     def _pair_sample(self, record):
         sample = Sample()
@@ -126,19 +121,17 @@ class VideoToShopSamples:
         keep = slicer.select(len(frames), use_augments=self.use_augments)
         settings = self.box_settings
         moved = None
-        if boxes is not None and hasattr(boxes, "pixels") and settings and settings.mode:
+        if boxes is not None and settings is not None and settings.mode:
             decode = getattr(transform, "decode", "pil")
             if decode == "jpeg" and settings.mode == "patch_mask":
                 raise ConfigError(
                     f"dataset_config.{self.dataset_name}: box_mode patch_mask needs the image "
                     "processors' output float or uint8, not jpeg"
                 )
-            decoded = [self.read_image(frames[i], None, decode) for i in keep]
+            decoded = [self.read_image(frames[i], decode) for i in keep]
             images, moved = boxed_frames(decoded, boxes, keep, settings, transform)
         else:
-            legacy = boxes if isinstance(boxes, list) else None
-            images = [self._read(transform, frames[i], legacy[i] if legacy else None)
-                      for i in keep]
+            images = [self._read(transform, frames[i]) for i in keep]
         if getattr(transform, "output", "float") == "jpeg":
             fields = slicer.pad(torch.zeros(len(images), 1, dtype=torch.uint8))
             fields["video"] = EncodedVideo(images, slicer.max_temporal_len)
@@ -165,8 +158,8 @@ class VideoToShopSamples:
             fields["image_masks"] = masker(use_augments=self.use_augments)
         return fields
 
-    def _read(self, transform, ref, boxes=None):
-        return transform(self.read_image(ref, boxes, getattr(transform, "decode", "pil")))
+    def _read(self, transform, ref):
+        return transform(self.read_image(ref, getattr(transform, "decode", "pil")))
 
     def _image_transform(self):
         key = "train_image_processor" if self.use_augments else "eval_image_processor"
@@ -180,6 +173,16 @@ class VideoToShopSamples:
                 f"(and init_processors() must have run)"
             )
         return processor
+
+
+def build_text_processor(text, where):
+    """``(text_tokenizer processor, sides read)`` for a model's ``text`` node (``where`` names
+    it in errors): the texts the samples tokenize."""
+    tokenizer = {"type": "text_tokenizer", "params": {"encoder": text.get("encoder")}}
+    processor = build_from_type_params(
+        "processor", OmegaConf.create(tokenizer), f"{where} (text_tokenizer)"
+    )
+    return processor, TEXT_SIDES.get(text.get("inputs", "both"), ("asr", "title"))
 
 
 def _normalization(transform):

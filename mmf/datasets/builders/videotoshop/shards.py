@@ -45,6 +45,8 @@ import torch
 
 from mmf.common.errors import ConfigError, DataError
 from mmf.datasets.base_dataset import BaseDataset
+from mmf.datasets.boxes import PIXELS
+from mmf.datasets.builders.videotoshop.clip_boxes import BoxSettings, ColumnBoxes
 from mmf.datasets.builders.videotoshop.database import PairRecord
 from mmf.datasets.builders.videotoshop.dataset import ON_ERROR_CHOICES
 from mmf.datasets.builders.videotoshop.images import (
@@ -121,7 +123,7 @@ def record_of(members, tar_path):
         return PairRecord(
             meta["video_id"], meta["live_id"], frames, meta["image_id"], image,
             title=meta.get("title"), category=meta.get("category"), asr=meta.get("asr"),
-            boxes=meta.get("boxes"),
+            boxes=meta.get("boxes"), where=where,
         )
     except (KeyError, TypeError, json.JSONDecodeError) as err:
         raise DataError(f"{tar_path}: sample without a valid json or member ({err!r})") from None
@@ -175,12 +177,12 @@ class ShardDataset(VideoToShopSamples, BaseDataset, torch.utils.data.IterableDat
                 f"got {self.on_error!r}"
             )
         self.use_augments = dataset_type == "train"
-        self.crop_to_box = bool(config.get("crop_to_box", False))
         if config.get("box_mode"):
             raise ConfigError(
                 f"model_config.rice.box_mode {config.get('box_mode')!r} reads the boxes of "
                 f"annotation files; dataset_config.{self.dataset_name}.shards does not carry it"
             )
+        self.box_settings = BoxSettings(config, self.dataset_name)
         self.buffer_size = int(config.get("shard_shuffle_buffer", 1000))
         if self.buffer_size < 1:
             raise ConfigError(
@@ -223,8 +225,16 @@ class ShardDataset(VideoToShopSamples, BaseDataset, torch.utils.data.IterableDat
             return per_rank // self.layout.batch_size * self.layout.batch_size
         return per_rank
 
-    def read_image(self, ref, boxes=None, decode="pil"):
-        return load_image(ref, boxes if self.crop_to_box else None, decode)
+    def read_image(self, ref, decode="pil"):
+        return load_image(ref, decode)
+
+    def clip_boxes(self, record):
+        """The clip's boxes under the legacy ``crop_to_box`` (the shard json's per-frame lists,
+        pixels of the stored frame as ``crop_to_box`` always read them), else None."""
+        if self.box_settings.mode is None or record.boxes is None:
+            return None
+        rows = [np.asarray(boxes, dtype=np.float64).reshape(-1, 4) for boxes in record.boxes]
+        return ColumnBoxes(rows, PIXELS, record.where, self.on_error)
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
