@@ -106,6 +106,7 @@ def test_gallery_index_reused_then_rebuilt_when_a_file_changes(setup, tmp_path, 
     predictor = Predictor(setup["run"], cache_dir=cache)
     first = predictor.index_gallery(setup["gallery"])
     mtime = os.stat(first.path).st_mtime_ns
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="mmf.predict"):
         again = predictor.index_gallery(setup["gallery"])
     assert again.reused and os.stat(again.path).st_mtime_ns == mtime
