@@ -19,7 +19,6 @@ from test_datasets import (
     lpr750k_line,
     lpr_config,
     write_lines,
-    write_lpr_dataset,
     write_movingfashion,
 )
 
@@ -33,20 +32,6 @@ SIZE_32 = {
     "type": "torchvision_transforms",
     "params": {"transforms": [{"type": "Resize", "params": {"size": [32, 32]}}, "ToTensor"]},
 }
-
-
-@pytest.fixture(scope="module")
-def lpr_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lpr")
-    write_lpr_dataset(root)
-    return root
-
-
-@pytest.fixture
-def lpr_copy(lpr_root, tmp_path):
-    root = tmp_path / "lpr"
-    shutil.copytree(lpr_root, root)
-    return root
 
 
 def default_names(root, **overrides):

@@ -127,21 +127,6 @@ def write_lpr_dataset(root):
     write_lines(root / "annotations/test_image_title_1.txt", ["gA1.jpg\tred bag"])
 
 
-@pytest.fixture(scope="module")
-def lpr_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lpr")
-    write_lpr_dataset(root)
-    return root
-
-
-@pytest.fixture
-def lpr_copy(lpr_root, tmp_path):
-    """A private copy, for tests that damage files."""
-    root = tmp_path / "lpr"
-    shutil.copytree(lpr_root, root)
-    return root
-
-
 def small_processors(node):
     """The default processors with 32 px images instead of 224 px."""
     for key in ("train_image_processor", "eval_image_processor"):

@@ -23,7 +23,6 @@ from test_datasets import (
     lpr_config,
     write_jpeg,
     write_lines,
-    write_lpr_dataset,
 )
 from test_img2dataset import (  # noqa: F401  (downloads: the real img2dataset run)
     CLIP_FULL,
@@ -83,13 +82,6 @@ def tar_samples(path):
             key, _, ext = member.name.partition(".")
             samples[key][ext] = archive.extractfile(member).read()
     return dict(samples)
-
-
-@pytest.fixture(scope="module")
-def lpr_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lpr")
-    write_lpr_dataset(root)
-    return root
 
 
 @pytest.fixture(scope="module")

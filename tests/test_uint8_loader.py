@@ -29,13 +29,6 @@ STD = (0.26862954, 0.26130258, 0.27577711)
 TOLERANCE = 1 / (255 * min(STD)) + 1e-6
 
 
-@pytest.fixture(scope="module")
-def lpr_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lpr")
-    write_lpr_dataset(root)
-    return root
-
-
 def with_output(config, output):
     for key in ("train_image_processor", "eval_image_processor"):
         config.processors[key].params.output = output
