@@ -11,7 +11,8 @@ Steps, each a command a user could run by hand (they are logged as they run):
    PMD (``--rerank_fusion``, ``--rerank_weight``; ``auto`` picks the weight on the val split);
 5. print a markdown table next to the chance level, with 95 % bootstrap intervals (resampling
    queries) for R@1 and mAP and, for a re-ranked row, the paired difference of its R@1 to the
-   ICL ranking ("no difference" when the interval holds 0); write it to
+   ICL ranking; a re-ranking whose difference is not above 0 with 95 % confidence gets a note
+   under the table instead of a row (it does not help); write it to
    ``<results_dir>/demo.md``, and draw ``<results_dir>/before_after.png`` and
    ``<results_dir>/recall_at_k.png``.
 
@@ -198,16 +199,26 @@ def table(rows):
 
 
 def trained_rows(label, metrics):
-    """Table rows of one trained variant: its ICL ranking and, if any, its re-ranking."""
-    rows = [(f"{label}, trained", metrics["icl"], None)]
+    """Table rows of one trained variant and the notes under the table: its ICL ranking and,
+    if any, its re-ranking, whose row is shown only when it helps (its paired R@1 change
+    from the ICL ranking is above 0 with 95 % confidence); otherwise a note gives the
+    change and says the row is left out."""
+    rows, notes = [(f"{label}, trained", metrics["icl"], None)], []
     rerank = metrics.get("pmd_rerank")
     if rerank:
         how = rerank["rerank_fusion"]
         if "rerank_weight" in rerank:
             how += f", beta {rerank['rerank_weight']:g}"
         name = f"{label}, + re-rank of top {rerank['rerank_topk']} ({how})"
-        rows.append((name, rerank, r1_change(rerank)))
-    return rows
+        change = r1_change(rerank)
+        if change[1] > 0:
+            rows.append((name, rerank, change))
+        else:
+            notes.append(
+                f"{name}: R@1 vs ICL {describe_change(change)}; it does not help, so its row "
+                "is left out (scripts/ablation.py measures every re-ranking)."
+            )
+    return rows, notes
 
 
 def draw_pictures(results_dir, lpr4m, zero_shot, trained_runs):
@@ -270,7 +281,7 @@ def main(argv=None):
 
     rows = [("chance (random ranking)", dict(chance_level(lpr4m), map=None), None)]
     rows.append((f"zero-shot (untrained {LABELS[first]})", zero_metrics["icl"], None))
-    trained_runs, times = [], []
+    trained_runs, times, notes = [], [], []
     for index, variant in enumerate(args.variants):
         print(f"[3/4] training {LABELS[variant]} ({index + 1}/{len(args.variants)})", flush=True)
         times.append(train(variant, data_dir, args.seed, budget, log))
@@ -279,7 +290,9 @@ def main(argv=None):
         rerank = rerank_arguments(topk, args.rerank_fusion, args.rerank_weight)
         experiment = f"demo_rice_{variant}"
         metrics, rankings = evaluate(experiment, save_root, results_dir / experiment, rerank, log)
-        rows += trained_rows(LABELS[variant], metrics)
+        variant_rows, variant_notes = trained_rows(LABELS[variant], metrics)
+        rows += variant_rows
+        notes += variant_notes
         trained_runs.append((LABELS[variant], rankings))
 
     draw_pictures(results_dir, lpr4m, zero_rankings, trained_runs)
@@ -288,6 +301,7 @@ def main(argv=None):
         f"livestream's gallery ({zero_metrics['num_gallery_images']} gallery images); numbers in "
         "percent, [95 % bootstrap interval over queries].\n\n"
         + table(rows)
+        + "".join(f"\n\n{note}" for note in notes)
         + "\n\nTraining time (CPU): "
         + ", ".join(
             f"{LABELS[v]} {t / 60:.1f} min" for v, t in zip(args.variants, times, strict=True)

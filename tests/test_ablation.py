@@ -148,8 +148,9 @@ def test_demo_table_carries_intervals_and_the_rerank_change(scripts):
     icl = {"r@1": 40.0, "r@3": 55.0, "r@5": 60.0, "r@10": 70.0, "map": 50.0}
     icl.update({"r@1_ci95": [35.0, 45.0], "map_ci95": [46.0, 54.0]})
     rerank = {**icl, "r@1": 41.0, "rerank_topk": 10, "rerank_fusion": "sum", "rerank_weight": 0.5}
-    rerank["r@1_vs_icl"] = {"difference": 1.0, "ci95": [-0.5, 2.5]}
-    rows = demo.trained_rows("RICE", {"icl": icl, "pmd_rerank": rerank})
+    rerank["r@1_vs_icl"] = {"difference": 2.0, "ci95": [0.5, 3.5]}
+    rows, notes = demo.trained_rows("RICE", {"icl": icl, "pmd_rerank": rerank})
+    assert notes == []
     chance = ("chance", {"r@1": 1.5, "r@3": 4.5, "r@5": 7.5, "r@10": 15.0, "map": None}, None)
     lines = demo.table([chance, *rows]).splitlines()
     assert lines[2] == "| chance | 1.5 | 4.5 | 7.5 | 15.0 | - |  |"
@@ -157,7 +158,20 @@ def test_demo_table_carries_intervals_and_the_rerank_change(scripts):
         "| RICE, trained | 40.0 [35.0, 45.0] | 55.0 | 60.0 | 70.0 | 50.0 [46.0, 54.0] |  |"
     )
     assert lines[4].startswith("| RICE, + re-rank of top 10 (sum, beta 0.5) | 41.0 [35.0, 45.0] |")
-    assert lines[4].endswith("| no difference (+1.0 [-0.5, +2.5]) |")
+    assert lines[4].endswith("| +2.0 [+0.5, +3.5] |")
+
+
+def test_demo_leaves_out_a_rerank_row_that_does_not_help(scripts):
+    _, demo, _ = scripts
+    icl = {"r@1": 40.0, "r@3": 55.0, "r@5": 60.0, "r@10": 70.0, "map": 50.0}
+    rerank = {**icl, "r@1": 41.0, "rerank_topk": 10, "rerank_fusion": "pmd"}
+    rerank["r@1_vs_icl"] = {"difference": 1.0, "ci95": [-0.5, 2.5]}
+    rows, notes = demo.trained_rows("RICE", {"icl": icl, "pmd_rerank": rerank})
+    assert [name for name, _, _ in rows] == ["RICE, trained"]
+    assert notes == [
+        "RICE, + re-rank of top 10 (pmd): R@1 vs ICL no difference (+1.0 [-0.5, +2.5]); it does "
+        "not help, so its row is left out (scripts/ablation.py measures every re-ranking)."
+    ]
 
 
 def test_text_and_box_rows_of_the_table(scripts):

@@ -2,7 +2,7 @@
 import torch
 
 from mmf.datasets.builders.videotoshop import database
-from mmf.datasets.ids import IMAGE_EXTENSIONS, live_id_of, normalize_id
+from mmf.datasets.ids import IMAGE_EXTENSIONS, live_id_of, normalize_id, normalize_ids
 from mmf.evaluation.ranking import rank_queries
 from mmf.modules.metrics import RecallAtK
 
@@ -20,6 +20,11 @@ def test_normalize_id_is_the_file_stem():
     assert normalize_id("x.jpg.png") == "x.jpg"
     assert normalize_id("notes.txt") == "notes.txt"
     assert IMAGE_EXTENSIONS[:3] == (".jpg", ".jpeg", ".png")  # the original's probing order
+
+
+def test_normalize_ids_equals_normalize_id_of_each():
+    values = ["ab12", "ab12.jpg", " ab12", "ab12\n", "a/ab12", CLIP, f"{CLIP}.mp4", "", 7, "a.b"]
+    assert normalize_ids(values) == [normalize_id(value) for value in values]
 
 
 def test_live_id_of_clip_and_frame_ids():

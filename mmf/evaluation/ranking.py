@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from mmf.common.errors import DataError
-from mmf.datasets.ids import normalize_id
+from mmf.datasets.ids import normalize_id, normalize_ids
 
 GLOBAL_GROUP = "__global__"
 
@@ -185,8 +185,8 @@ def _check_inputs(query_emb, query_ids, gallery_emb, gallery_ids, query_groups, 
     """Normalised query and gallery ids; ``ValueError`` for mismatched lengths."""
     if (query_groups is None) != (gallery_groups is None):
         raise ValueError("query_groups and gallery_groups must both be given or both be None")
-    query_ids = [normalize_id(q) for q in query_ids]
-    gallery_ids = [normalize_id(g) for g in gallery_ids]
+    query_ids = normalize_ids(query_ids)
+    gallery_ids = normalize_ids(gallery_ids)
     if query_emb.shape[0] != len(query_ids) or gallery_emb.shape[0] != len(gallery_ids):
         raise ValueError(
             f"{query_emb.shape[0]} query embeddings for {len(query_ids)} ids, "
