@@ -264,10 +264,13 @@ def detector_step(args, paths, log):
             "--seed", args.data_seed, "--metrics", training,
         ], log)
     accuracy = results_dir / "detector_ap.json"
-    # detect_boxes.py resumes a partial file by itself.
+    # Only the query frames the evaluation reads; detect_boxes.py resumes a partial file.
+    clip = OmegaConf.load(demo.CONFIGS / "demo_common.yaml").dataset_config.videotoshop
+    clip = clip.processors.masked_video_processor.params
     demo.run([
         sys.executable, "scripts/detect_boxes.py", "--checkpoint", checkpoint,
         "--frames_dir", lpr4m / "query", "--query_json", annotations / "query_tenframes.json",
+        "--max_temporal_len", clip.max_temporal_len, "--slice_pos", clip.slice_pos,
         "--out", boxes_file, "--workers", 1, "--gt_boxes", gt_file, "--metrics", accuracy,
     ], log)
     note = detector_note(
@@ -283,8 +286,8 @@ def detector_note(training, accuracy):
     return (
         f"Detector boxes: scripts/train_detector.py trained {training['seconds'] / 60:.1f} min "
         f"({training['steps']} steps) on the train file's boxes; AP50 {accuracy['ap50']:.3f} "
-        f"(AP {accuracy['ap']:.3f}) on the {accuracy['frames']} test query frames with a "
-        "ground-truth box."
+        f"(AP {accuracy['ap']:.3f}) on the {accuracy['frames']} test query frames that the "
+        "evaluation reads and that have a ground-truth box."
     )
 
 

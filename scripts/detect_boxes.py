@@ -4,9 +4,11 @@ The output has the layout of the ground-truth test box file, ``{frame_id: [[x1, 
 score], ...]}`` in pixels of the stored frame, boxes best first (``[]``: nothing found); the
 box readers (``mmf.datasets.boxes.read_box_json``) take the score as an optional fifth value.
 Frames are those under ``--frames_dir/<clip_id>/`` or, with ``--query_json``, the frames of
-``query_tenframes.json``. The run is resumable: frames already in ``--out`` are skipped, and
-the file is rewritten atomically every ``--save_every`` batches. ``--gt_boxes`` reports AP and
-AP50 of the whole output against a ground-truth box file.
+``query_tenframes.json``; with ``--max_temporal_len`` only the frames of each clip that the
+evaluation reads (``temporal_masked_slice`` with that length and ``--slice_pos``, as in the
+RICE run's ``masked_video_processor``). The run is resumable: frames already in ``--out``
+are skipped, and the file is rewritten atomically every ``--save_every`` batches.
+``--gt_boxes`` reports AP and AP50 of the whole output against a ground-truth box file.
 
     python scripts/detect_boxes.py --checkpoint save/detector.pth \\
         --frames_dir demo_data/lpr4m/query --out save/pred_boxes.json \\
@@ -24,6 +26,7 @@ from mmf.common.errors import DataError, MMFError
 from mmf.datasets.boxes import read_box_json
 from mmf.datasets.builders.videotoshop.database import read_query_json
 from mmf.datasets.ids import normalize_id
+from mmf.datasets.processors.temporal_processors import TemporalMaskedSliceProcessor
 from mmf.detection.data import frame_path, frames_on_disk
 from mmf.detection.engine import detect_frames
 from mmf.detection.metrics import box_table_ap
@@ -40,6 +43,14 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoint", required=True, help="from scripts/train_detector.py")
     parser.add_argument("--frames_dir", required=True, help="frames as <clip_id>/<frame_id>.jpg")
     parser.add_argument("--query_json", help="query_tenframes.json: detect only its frames")
+    parser.add_argument(
+        "--max_temporal_len", type=int,
+        help="with --query_json: detect only the frames a clip of this many slots keeps",
+    )
+    parser.add_argument(
+        "--slice_pos", type=int, default=2, choices=(0, 1, 2),
+        help="with --max_temporal_len: which frames (the processor's slice_pos)",
+    )
     parser.add_argument("--out", required=True, help="box json to write (resumed if present)")
     parser.add_argument("--min_score", type=float, default=0.05, help="drop boxes below it")
     parser.add_argument("--max_boxes", type=int, default=10, help="boxes kept per frame")
@@ -48,17 +59,30 @@ def parse_args(argv=None):
     parser.add_argument("--save_every", type=int, default=50, help="batches between saves")
     parser.add_argument("--gt_boxes", help="ground-truth box json: report AP and AP50")
     parser.add_argument("--metrics", help="json file for the AP and AP50 of --gt_boxes")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.max_temporal_len is not None and not args.query_json:
+        parser.error("--max_temporal_len needs --query_json")
+    return args
 
 
-def query_frames(frames_dir, query_json):
-    """{frame_id: path} of the frames to detect, in a stable order."""
+def query_frames(frames_dir, query_json, max_temporal_len=None, slice_pos=2):
+    """{frame_id: path} of the frames to detect, in a stable order: every frame under
+    ``frames_dir``, or those of ``query_json`` (with ``max_temporal_len``, only the ones the
+    evaluation's ``temporal_masked_slice`` keeps)."""
     if not query_json:
         return frames_on_disk(frames_dir)
-    return {
-        normalize_id(frame): os.path.join(frames_dir, frame)
-        for record in read_query_json(query_json) for frame in record.frames
-    }
+    keep = None
+    if max_temporal_len is not None:
+        keep = TemporalMaskedSliceProcessor(
+            {"max_temporal_len": max_temporal_len, "slice_pos": slice_pos}
+        ).select
+    frames = {}
+    for record in read_query_json(query_json):
+        chosen = record.frames if keep is None else [
+            record.frames[index] for index in keep(len(record.frames))
+        ]
+        frames.update((normalize_id(frame), os.path.join(frames_dir, frame)) for frame in chosen)
+    return frames
 
 
 def read_partial(path):
@@ -82,7 +106,7 @@ def write_boxes(path, boxes):
 
 def run(args):
     model, _ = load_detector(args.checkpoint)
-    paths = query_frames(args.frames_dir, args.query_json)
+    paths = query_frames(args.frames_dir, args.query_json, args.max_temporal_len, args.slice_pos)
     boxes = read_partial(args.out)
     todo = {frame_id: path for frame_id, path in paths.items() if frame_id not in boxes}
     logger.info("%d frames, %d to detect", len(paths), len(todo))

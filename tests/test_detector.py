@@ -185,3 +185,22 @@ def test_detect_boxes_reports_bad_input(photo_frames, tmp_path, capsys):
     status = detect.main(["--checkpoint", str(checkpoint), "--frames_dir", str(photo_frames),
                           "--out", str(out)])
     assert status == 1 and "pred.json:1: malformed JSON" in capsys.readouterr().err
+
+
+def test_detect_only_the_frames_the_evaluation_reads(tmp_path):
+    """--max_temporal_len 5 --slice_pos 2 keeps linspace(0, 9, 5) = frames 0, 2, 4, 6, 9 of a
+    10-frame clip, as the evaluation's temporal_masked_slice does; a short clip keeps all."""
+    detect = load_script("detect_boxes")
+    clip, short = f"{LIVE}-100-200", f"{LIVE}-300-400"
+    frames = {c: [f"{c}/{c}-{i:04d}.jpg" for i in range(n)] for c, n in ((clip, 10), (short, 3))}
+    query_json = tmp_path / "query_tenframes.json"
+    query_json.write_text(json.dumps({c: {"frames": f, "gt": ["img"]} for c, f in frames.items()}))
+    chosen = detect.query_frames(str(tmp_path), str(query_json), max_temporal_len=5, slice_pos=2)
+    assert list(chosen) == [f"{clip}-{i:04d}" for i in (0, 2, 4, 6, 9)] + [
+        f"{short}-{i:04d}" for i in range(3)
+    ]
+    assert chosen[f"{clip}-0002"] == str(tmp_path / frames[clip][2])
+    assert len(detect.query_frames(str(tmp_path), str(query_json))) == 13
+    with pytest.raises(SystemExit):
+        detect.parse_args(["--checkpoint", "c", "--frames_dir", "f", "--out", "o",
+                           "--max_temporal_len", "5"])
