@@ -24,6 +24,14 @@ from the files on disk. With ``--train_annotation FILE`` (LPR4M 11-column train 
 ``annotations/<stem>_available.txt``: the same lines restricted to the frames on disk (frame and
 box lists filtered together), dropping clips with none.
 
+Frame sizes: ``annotations/frame_sizes_<split>.json``, ``{frame_id: {"width", "height",
+"original_width", "original_height"}}`` from img2dataset's sample json (the stored size, and
+the size before its resize when the json has it; entries of earlier runs are kept). Boxes are
+annotated on the original frames: the ``videotoshop`` dataset scales the pixel boxes of the
+frames listed there to the stored size (``dataset_config.videotoshop.frame_sizes_file``,
+docs/config.md "Boxes"). The report's ``frame_sizes`` gives the file, its frame count, how
+many were resized and the frames of this run whose json had no size.
+
 Report: ``--report`` (default ``<data_dir>/img2dataset_report_<split>.json``).
 
     python scripts/img2dataset_to_lpr4m.py --input dl/test_frames --input dl/test_images \\
@@ -45,6 +53,7 @@ import pyarrow
 import pyarrow.parquet as pq
 
 from mmf.common.errors import DataError
+from mmf.datasets.boxes import FrameSize, read_frame_sizes
 from mmf.datasets.lpr4m_urls import is_frame_url, is_image_url, parse_frame_url, parse_image_url
 from mmf.utils.file_io import atomic_write
 
@@ -52,6 +61,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 FRAME_DIRS = {"train": "training_frames", "test": "query"}
 IMAGE_DIRS = {"train": "training_images", "test": "gallery"}
 COUNT_KEYS = ("samples", "success", "failed", "written", "already_present")
+STORED_SIZE = ("width", "height")
+ORIGINAL_SIZE = ("original_width", "original_height")
 
 
 def parse_args(argv=None):
@@ -176,13 +187,17 @@ def _disk_frames(frame_root, clip_id):
 @dataclass
 class Tally:
     """What a conversion saw: sample counts, failures by error message, per clip the number of
-    [downloaded, failed] frames (insertion order), and the urls that could not be placed, by
-    reason ("unrecognized": not an LPR4M url, "unassigned": a test image of no livestream)."""
+    [downloaded, failed] frames (insertion order), the urls that could not be placed, by
+    reason ("unrecognized": not an LPR4M url, "unassigned": a test image of no livestream),
+    the ``FrameSize`` of each downloaded frame by frame id and the frames whose json gave
+    no size."""
 
     counts: Counter = field(default_factory=lambda: Counter({key: 0 for key in COUNT_KEYS}))
     errors: Counter = field(default_factory=Counter)
     frames_seen: dict = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
     skipped: dict = field(default_factory=lambda: {"unrecognized": [], "unassigned": []})
+    frame_sizes: dict = field(default_factory=dict)
+    frames_without_size: int = 0
 
     def add_sample(self, url, ok, error=None):
         """Counts one listed sample; ``error`` is its failure message when not ``ok``."""
@@ -192,6 +207,28 @@ class Tally:
             self.errors[error] += 1
         if is_frame_url(url):
             self.frames_seen[parse_frame_url(url).clip_id][0 if ok else 1] += 1
+
+    def add_frame_size(self, url, meta):
+        """Keeps the size entry of a downloaded frame (``url``, its sample json ``meta``)."""
+        size = frame_size_of(meta)
+        if size is None:
+            self.frames_without_size += 1
+        else:
+            self.frame_sizes[parse_frame_url(url).frame_id] = size
+
+
+def _positive_ints(meta, keys):
+    values = [meta.get(key) for key in keys]
+    return all(type(v) is int and v > 0 for v in values)
+
+
+def frame_size_of(meta):
+    """The ``FrameSize`` in img2dataset's sample json ``meta`` (``width``, ``height`` and, when
+    the json has them, ``original_width``, ``original_height``), or None without a size."""
+    if not _positive_ints(meta, STORED_SIZE):
+        return None
+    keys = STORED_SIZE + ORIGINAL_SIZE if _positive_ints(meta, ORIGINAL_SIZE) else STORED_SIZE
+    return FrameSize(*(meta[key] for key in keys))
 
 
 @dataclass
@@ -254,6 +291,8 @@ def copy_input(input_dir, layout, tally):
             continue
         written = _write_if_new(destination, data)
         tally.counts["written" if written else "already_present"] += 1
+        if is_frame_url(url):
+            tally.add_frame_size(url, meta)
 
 
 def build_report(args, tally, frame_root):
@@ -283,6 +322,7 @@ def convert(args):
         copy_input(input_dir, layout, tally)
 
     report = build_report(args, tally, layout.frame_root)
+    report["frame_sizes"] = write_frame_sizes(data_dir, args.split, tally)
     if args.split == "test":
         report["index"] = write_test_index(data_dir, args.num_frames)
     if args.train_annotation:
@@ -304,9 +344,32 @@ def convert(args):
         f"{counts['already_present']} already present, "
         f"{len(tally.frames_seen)} clips ({len(report['clips_without_frames'])} without frames), "
         f"{len(tally.skipped['unrecognized'])} unrecognized urls, "
-        f"{len(tally.skipped['unassigned'])} images without a livestream; report {report_path}"
+        f"{len(tally.skipped['unassigned'])} images without a livestream, "
+        f"sizes of {report['frame_sizes']['frames']} frames "
+        f"({report['frame_sizes']['resized']} resized); report {report_path}"
     )
     return report
+
+
+def write_frame_sizes(data_dir, split, tally):
+    """Merges the frame sizes of this run into ``annotations/frame_sizes_<split>.json``
+    (atomically; frames of earlier runs are kept) and returns the report's ``frame_sizes``."""
+    path = data_dir / "annotations" / f"frame_sizes_{split}.json"
+    sizes = read_frame_sizes(str(path)) if path.exists() else {}
+    sizes.update(tally.frame_sizes)
+    if tally.frame_sizes:
+        entries = {
+            frame_id: {key: value for key, value in size._asdict().items() if value is not None}
+            for frame_id, size in sizes.items()
+        }
+        text = json.dumps(entries, sort_keys=True)
+        atomic_write(path, lambda handle: handle.write(text), mode="w")
+    return {
+        "file": str(path) if sizes else None,
+        "frames": len(sizes),
+        "resized": sum(size.annotated != (size.width, size.height) for size in sizes.values()),
+        "frames_without_size": tally.frames_without_size,
+    }
 
 
 def write_test_index(data_dir, num_frames):

@@ -3,6 +3,7 @@ patch_mask through the dataset and the model, 2 training updates with each, ``lp
 --boxes none|gt|FILE`` with the full-frame fallback count, and the scale breakdown derived from
 the ground-truth boxes. Real frames from ``test_datasets``' fixture writer."""
 import json
+import logging
 import os
 
 import pytest
@@ -11,13 +12,17 @@ import torch.nn.functional as F
 import yaml
 from PIL import Image
 from test_datasets import (
+    LIVE_A,
+    LIVE_B,
     QUERY_A,
     QUERY_B,
     TRAIN_CLIPS,
+    builder,
     frame_ids,
     load_val,
     lpr_config,
     small_processors,
+    write_jpeg,
     write_lpr_dataset,
 )
 from test_rice_model import tiny_batch, tiny_rice
@@ -221,3 +226,114 @@ def test_evaluation_box_errors(runs, tmp_path):
     argv = ["--config_file", runs["crop"], "--out", str(tmp_path / "x"), "--device", "cpu",
             "--num_workers", "0", "--boxes", str(tmp_path / "missing.json")]
     assert evaluate.cli_main(argv, "videotoshop", False, "lpr_eval") == 1
+
+
+# Frame sizes (issue 12, item 1): img2dataset stored the 512x640 frames at 256x320 (keep_ratio).
+STORED, ANNOTATED = (256, 320), (512, 640)
+SIZED_CLIP = f"{LIVE_A}-1667930000000-1667930020000"
+SIZED_QUERY = f"{LIVE_B}-1667930100000-1667930120000"
+# Pixels of the annotated frame. INSIDE also fits the stored frame, so read as stored pixels
+# it silently crops elsewhere; OUTSIDE starts beyond the stored frame (an error there).
+INSIDE, INSIDE_STORED = [60, 80, 240, 300], (30, 40, 120, 150)
+OUTSIDE, OUTSIDE_STORED = [300, 400, 500, 620], (150, 200, 250, 310)
+
+
+def _write_sized_frames(folder, clip_id, first_index):
+    for index, frame_id in enumerate(frame_ids(clip_id, 2)):
+        write_jpeg(folder / clip_id / f"{frame_id}.jpg", first_index + index, STORED)
+    sizes = dict(zip(("width", "height", "original_width", "original_height"),
+                     STORED + ANNOTATED, strict=True))
+    return {frame_id: sizes for frame_id in frame_ids(clip_id, 2)}
+
+
+@pytest.fixture
+def sized_root(tmp_path):
+    """One train clip and one query clip of 2 frames each, stored at 256x320, their pixel boxes
+    annotated at 512x640, and the converter's frame-size files under their default names."""
+    annotations = tmp_path / "annotations"
+    annotations.mkdir()
+    train_sizes = _write_sized_frames(tmp_path / "training_frames", SIZED_CLIP, 0)
+    image_id = "a1b2c3d4-0000-4000-8000-000000000009"
+    write_jpeg(tmp_path / "training_images" / f"{image_id}.jpg", 2, (36, 44))
+    line = [SIZED_CLIP, json.dumps(frame_ids(SIZED_CLIP, 2)), json.dumps([[INSIDE], [OUTSIDE]]),
+            image_id, "title", "3", "apparel", "asr", "small", "long", "single"]
+    (annotations / "train_sized.txt").write_text("\t".join(line) + "\n")
+    query_sizes = _write_sized_frames(tmp_path / "query", SIZED_QUERY, 3)
+    queries = {SIZED_QUERY: {"frames": [f"{SIZED_QUERY}/{f}.jpg"
+                                        for f in frame_ids(SIZED_QUERY, 2)], "gt": ["g0"]}}
+    (annotations / "query_tenframes.json").write_text(json.dumps(queries))
+    first, second = frame_ids(SIZED_QUERY, 2)
+    (annotations / "test_frameid2gtbox_1.json").write_text(json.dumps({first: [INSIDE],
+                                                                       second: []}))
+    (annotations / "frame_sizes_train.json").write_text(json.dumps(train_sizes))
+    (annotations / "frame_sizes_test.json").write_text(json.dumps(query_sizes))
+    return tmp_path
+
+
+def _sized_config(root, **overrides):
+    """box_mode crop without margin; the train split with the deterministic eval transform."""
+    config = lpr_config(root, "annotations/train_sized.txt", box_mode="crop", box_margin=0.0,
+                        **overrides)
+    config.processors.train_image_processor = config.processors.eval_image_processor
+    return config
+
+
+def _stored_frames(folder, clip_id):
+    return [Image.open(folder / clip_id / f"{f}.jpg").convert("RGB")
+            for f in frame_ids(clip_id, 2)]
+
+
+def test_frame_sizes_scale_train_boxes(sized_root, caplog):
+    """With the default frame_sizes_file the train pair's boxes are halved before the crop,
+    and the val pair file reads the same sizes (logged by each dataset); without it INSIDE
+    would be read as stored pixels and OUTSIDE lies beyond the 256x320 frame: an error naming
+    the line."""
+    config = _sized_config(sized_root)
+    with caplog.at_level(logging.INFO):
+        sample = builder().load_dataset(config, "train")[0]
+        assert torch.equal(load_val(config)[0].video, sample.video)  # val reads the same file
+    assert caplog.text.count("sizes of 2 frames (2 resized after annotation)") == 2
+    frames = _stored_frames(sized_root / "training_frames", SIZED_CLIP)
+    transform = builder().load_dataset(config, "train").eval_image_processor
+    assert torch.equal(sample.video[0], transform(frames[0].crop(INSIDE_STORED)))
+    assert torch.equal(sample.video[1], transform(frames[1].crop(OUTSIDE_STORED)))
+    assert not torch.equal(sample.video[0], transform(frames[0].crop(tuple(INSIDE))))
+
+    unsized = _sized_config(sized_root, frame_sizes_file={"pairs": None, "query": None})
+    with pytest.raises(DataError, match=r"train_sized.txt:1: column 3, frame 1: .* far outside "
+                                        r"the 256x320 frame"):
+        builder().load_dataset(unsized, "train")[0]
+
+
+def test_frame_sizes_scale_query_boxes(sized_root):
+    """attach_query_boxes(gt) scales the ground-truth box with frame_sizes_file.query, and so
+    does the derived scale breakdown (12 % of the annotated frame: small); without the file
+    the box is read as stored pixels: another crop, 48 % of the frame, large."""
+    config = _sized_config(sized_root)
+    frames = _stored_frames(sized_root / "query", SIZED_QUERY)
+    crops = {}
+    for name, node in (("sized", config),
+                       ("unsized", _sized_config(sized_root, frame_sizes_file={"query": None}))):
+        queries = builder().load_query(node)
+        report = builder().attach_query_boxes(node, queries, "gt")
+        assert (report["units"], report["frames_with_box"], report["frames_full_frame"]) == (
+            "pixels", 1, 1)
+        video = queries[0].video
+        transform = queries.eval_image_processor
+        assert torch.equal(video[1], transform(frames[1]))  # no box: the whole frame
+        crops[name] = video[0]
+        labels, _ = builder().query_breakdowns(node, queries)
+        assert labels["scale"] == {SIZED_QUERY: "small" if name == "sized" else "large"}
+    assert torch.equal(crops["sized"], transform(frames[0].crop(INSIDE_STORED)))
+    assert torch.equal(crops["unsized"], transform(frames[0].crop(tuple(INSIDE))))
+
+
+def test_frame_sizes_file_must_map_kinds(sized_root):
+    """Keys by split would be silently ignored and one plain path fits only one kind: both are
+    refused, naming the key."""
+    for value in ({"train": "annotations/frame_sizes_train.json"},
+                  "annotations/frame_sizes_train.json"):
+        config = _sized_config(sized_root)
+        config.frame_sizes_file = value
+        with pytest.raises(ConfigError, match="frame_sizes_file must map pairs and / or query"):
+            builder().load_dataset(config, "train")

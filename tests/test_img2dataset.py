@@ -16,6 +16,7 @@ from PIL import Image
 
 from mmf.common.errors import DataError
 from mmf.datasets import lpr4m_urls
+from mmf.datasets.boxes import FrameSize, read_frame_sizes
 
 pytestmark = pytest.mark.filterwarnings("ignore:'imghdr' is deprecated:DeprecationWarning")
 
@@ -185,13 +186,48 @@ def test_train_files_output_to_lpr4m_layout(train_converted):
     assert json.loads(partial[2]) == [[[0, 0, 10, 10]], [[1, 1, 11, 11]]]
 
 
+def _stored_sizes(frame_root):
+    """{frame_id: the size entry expected for it} from the frames on disk (64x48 sources)."""
+    expected = {}
+    for path in frame_root.rglob("*.jpg"):
+        with Image.open(path) as frame:
+            width, height = frame.size
+        expected[path.stem] = {
+            "width": width, "height": height, "original_width": 64, "original_height": 48,
+        }
+    return expected
+
+
+def test_frame_sizes_from_the_sample_json(train_converted):
+    """annotations/frame_sizes_train.json: every downloaded frame (no shop image) with the size
+    on disk and the 64x48 of its source, from img2dataset's json; the box readers take it."""
+    data_dir, stdout = train_converted
+    path = data_dir / "annotations" / "frame_sizes_train.json"
+    sizes = json.loads(path.read_text())
+    expected = _stored_sizes(data_dir / "training_frames")
+    assert len(expected) == 5 and sizes == expected
+    assert {(s["width"], s["height"]) for s in sizes.values()} == {(43, 32)}  # keep_ratio 32
+    report = json.loads((data_dir / "img2dataset_report_train.json").read_text())
+    assert report["frame_sizes"] == {
+        "file": str(path), "frames": 5, "resized": 5, "frames_without_size": 0,
+    }
+    assert "sizes of 5 frames (5 resized)" in stdout
+    assert read_frame_sizes(str(path))[f"{CLIP_FULL}-0005"] == FrameSize(43, 32, 64, 48)
+
+
 def test_conversion_is_idempotent(train_converted, downloads):
+    """A rerun writes no frame again and keeps the frame sizes of earlier runs."""
     data_dir, _ = train_converted
+    sizes_path = data_dir / "annotations" / "frame_sizes_train.json"
+    earlier = {**json.loads(sizes_path.read_text()), "other-run-0001": {"width": 8, "height": 6}}
+    sizes_path.write_text(json.dumps(earlier))
     stdout = convert("--input", downloads / "dl_train", "--data_dir", data_dir, "--split", "train")
     report = json.loads((data_dir / "img2dataset_report_train.json").read_text())
     assert report["counts"]["written"] == 0 and report["counts"]["already_present"] == 7
     assert report["clips_without_frames"] == [CLIP_LOST]
     assert "0 written" in stdout
+    assert json.loads(sizes_path.read_text()) == earlier
+    assert report["frame_sizes"]["frames"] == 6 and report["frame_sizes"]["resized"] == 5
 
 
 def test_test_webdataset_output_to_lpr4m_layout(downloads):
@@ -210,6 +246,8 @@ def test_test_webdataset_output_to_lpr4m_layout(downloads):
     assert report["index"]["gt_clips_without_frames"] == [TEST_CLIP_LOST]
 
     assert len(list((data_dir / "query" / TEST_CLIP).glob("*.jpg"))) == 12
+    sizes = json.loads((ann / "frame_sizes_test.json").read_text())
+    assert len(sizes) == 12 and sizes == _stored_sizes(data_dir / "query")  # from the tar's json
     assert sorted(p.name for p in (data_dir / "gallery" / TEST_LIVE).iterdir()) == sorted(
         f"{i}.jpg" for i in TEST_IMAGES[:2]
     )

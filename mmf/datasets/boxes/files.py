@@ -246,9 +246,11 @@ def _finish(path, frames, where, units, sizes, on_error, skipped, has_scores, mi
         skipped += dropped
         frames[frame_id] = rows if min_score is None else rows[rows[:, 4] >= min_score]
     table = BoxTable(path, units, frames, where, sizes, on_error, skipped, has_scores)
+    sized = sum(frame_id in sizes for frame_id in frames)
     logger.info(
-        "%s: %d boxes on %d frames, units: %s%s", path, table.num_boxes(), len(frames),
-        units or "none (no boxes)", f"; {skipped} skipped (on_error: skip)" if skipped else "",
+        "%s: %d boxes on %d frames, units: %s%s%s", path, table.num_boxes(), len(frames),
+        units or "none (no boxes)", f"; sized frames: {sized}" if sized else "",
+        f"; {skipped} skipped (on_error: skip)" if skipped else "",
     )
     return table
 

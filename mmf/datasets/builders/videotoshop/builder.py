@@ -100,10 +100,11 @@ class VideoToShopBuilder(MMFDatasetBuilder):
     def attach_query_boxes(self, config, queries, source="auto"):
         """Give the query dataset ``queries`` the boxes of ``source`` and describe them.
 
-        source: ``none``; ``gt`` (the file matching ``test_box_file``); a path (a predicted-box
-        json, same layout: ``scripts/detect_boxes.py``); ``auto``: ``gt`` when the model has a
-        ``box_mode``, else ``none``. Returns ``{"source", "box_mode", ...}`` with, for a file,
-        ``file``, ``units``, ``box_rule`` and the encoded frames with a box
+        source: ``none``; ``gt`` (the file matching ``test_box_file``, pixel boxes scaled to
+        the stored frames with ``frame_sizes_file.query``); a path (a predicted-box json, same
+        layout, pixels of the stored frame: ``scripts/detect_boxes.py``); ``auto``: ``gt`` when
+        the model has a ``box_mode``, else ``none``. Returns ``{"source", "box_mode", ...}``
+        with, for a file, ``file``, ``units``, ``box_rule`` and the encoded frames with a box
         (``frames_with_box``) and on the full frame (``frames_full_frame``, no box there)."""
         mode = queries.box_settings.mode
         if source == "auto":
@@ -121,8 +122,10 @@ class VideoToShopBuilder(MMFDatasetBuilder):
             path = source
         else:
             raise DataError(f"--boxes {source}: no such box file (none, gt or a json file)")
+        # A predicted-box file is in pixels of the stored frame already (detect_boxes.py).
+        sizes = queries.load_frame_sizes() if source == "gt" else None
         table = read_box_json(
-            path, frame_ids=_query_frame_ids(queries), on_error=queries.on_error
+            path, frame_ids=_query_frame_ids(queries), sizes=sizes, on_error=queries.on_error
         )
         queries.use_box_table(table)
         boxed, full = queries.box_counts()
@@ -140,7 +143,8 @@ class VideoToShopBuilder(MMFDatasetBuilder):
         """``(labels, sources)``: ``{name: {video_id: label}}`` of the LPR4M breakdowns the
         query json carries (``scale``, ``duration``, ``products``), and how each was obtained.
         Without ``scale`` in the json, scale is derived from the ground-truth boxes
-        (``test_box_file``, when a file matches: ``VideoToShopDataset.derived_scale``)."""
+        (``test_box_file``, when a file matches, with ``frame_sizes_file.query``:
+        ``VideoToShopDataset.derived_scale``)."""
         labels, sources = {}, {}
         for name in database.BREAKDOWNS:
             mapping = {
@@ -154,7 +158,8 @@ class VideoToShopBuilder(MMFDatasetBuilder):
             table = queries.box_table
             if table is None or table.path != path:
                 table = read_box_json(
-                    path, frame_ids=_query_frame_ids(queries), on_error=queries.on_error
+                    path, frame_ids=_query_frame_ids(queries), sizes=queries.load_frame_sizes(),
+                    on_error=queries.on_error,
                 )
             labels["scale"] = queries.derived_scale(table)
             sources["scale"] = (

@@ -74,13 +74,18 @@ class BoxSettings:
 
 class ColumnBoxes:
     """A train clip's boxes from column 3: ``rows`` one float [n, 5] array per frame (file
-    ``units``), checked on the stored frame when their pixels are asked for."""
+    ``units``), checked on their annotated frame when their pixels are asked for.
 
-    def __init__(self, rows, units, where, on_error="raise"):
+    sizes: per frame, its ``FrameSize`` (the dataset's ``frame_sizes_file``) or None; a frame
+    with one has its pixel boxes checked on and scaled from its annotated size, a frame
+    without one is taken as annotated on the stored frame."""
+
+    def __init__(self, rows, units, where, on_error="raise", sizes=None):
         self.rows = rows
         self.units = units
         self.where = where
         self.on_error = on_error
+        self.sizes = sizes or [None] * len(rows)
 
     def __len__(self):
         return len(self.rows)
@@ -88,12 +93,12 @@ class ColumnBoxes:
     def pixels(self, width, height):
         """Per frame, float64 [n, 4] boxes in pixels of the stored ``width`` x ``height`` frame."""
         out = []
-        for index, rows in enumerate(self.rows):
+        for index, (rows, size) in enumerate(zip(self.rows, self.sizes, strict=True)):
             kept, _ = check_boxes(
-                rows, self.units, (width, height), f"{self.where}: column 3, frame {index}",
-                self.on_error,
+                rows, self.units, size or (width, height),
+                f"{self.where}: column 3, frame {index}", self.on_error,
             )
-            out.append(to_pixels(kept, self.units, width, height))
+            out.append(to_pixels(kept, self.units, width, height, size))
         return out
 
 

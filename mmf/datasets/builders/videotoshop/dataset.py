@@ -24,7 +24,9 @@ in the train split, so val / test items are deterministic.
 Boxes (``clip_boxes``; ``box_mode`` follows ``model_config.rice.box_mode``): train / val pair
 files give them in column 3 (units decided per file from its first lines and logged); query
 clips get them from a box json through ``use_box_table`` (the evaluation's ``--boxes``).
-``video_boxes`` [F,4] comes along with ``box_mode: patch_mask``.
+``video_boxes`` [F,4] comes along with ``box_mode: patch_mask``. Pixel boxes of a frame listed
+in the frame-size file of the file's kind (``frame_sizes_file.pairs`` / ``.query``,
+``load_frame_sizes``) are scaled from its annotated size to its stored size.
 
 A missing or corrupt image raises ``DataError`` naming its path; with ``on_error: skip`` the
 item is logged and ``__getitem__`` returns None (the ``BatchCollator`` drops and counts it).
@@ -34,15 +36,17 @@ the count and the first lines are logged. Query and gallery files always raise.
 """
 import logging
 import os
+from collections.abc import Mapping
 
 from PIL import Image
 
 from mmf.common.errors import ConfigError
-from mmf.datasets.boxes import PIXELS, select_boxes, train_column_units
+from mmf.datasets.boxes import PIXELS, read_frame_sizes, select_boxes, train_column_units
 from mmf.datasets.builders.videotoshop import database
 from mmf.datasets.builders.videotoshop.clip_boxes import BoxSettings, ColumnBoxes, TableBoxes
 from mmf.datasets.builders.videotoshop.images import UnreadableImageError, load_image
 from mmf.datasets.builders.videotoshop.samples import VideoToShopSamples
+from mmf.datasets.ids import normalize_id
 from mmf.datasets.mmf_dataset import MMFDataset
 
 logger = logging.getLogger(__name__)
@@ -51,6 +55,19 @@ ON_ERROR_CHOICES = ("raise", "skip")
 # The original's threshold: a product whose box covers at most 20 % of the frame is "small".
 SMALL_AREA = 0.2
 DEBUG_MAX_LINES = 10000
+# The annotation kinds whose frames carry boxes: the keys of frame_sizes_file.
+SIZED_KINDS = ("pairs", "query")
+
+
+def frame_sizes_of(path):
+    """``read_frame_sizes(path)``, with one log line."""
+    sizes = read_frame_sizes(path)
+    resized = sum(size.annotated != (size.width, size.height) for size in sizes.values())
+    logger.info(
+        "%s: sizes of %d frames (%d resized after annotation); their pixel boxes are scaled "
+        "from the annotated to the stored size", path, len(sizes), resized,
+    )
+    return sizes
 
 
 class VideoToShopDataset(VideoToShopSamples, MMFDataset):
@@ -72,6 +89,7 @@ class VideoToShopDataset(VideoToShopSamples, MMFDataset):
         self.box_settings = BoxSettings(config, self.dataset_name)
         self.box_units = None
         self.box_table = None
+        self.frame_sizes = {}
         self.kind = database.annotation_kind(self.annotation_path)
         self.asr = {}
         self.title = {}
@@ -104,7 +122,22 @@ class VideoToShopDataset(VideoToShopSamples, MMFDataset):
         )
         if read_boxes and pairs.layout == database.LPR4M:
             self.box_units = train_column_units(self.annotation_path)
+            self.frame_sizes = self.load_frame_sizes()
         return pairs
+
+    def load_frame_sizes(self):
+        """``{frame_id: FrameSize}`` from the file matching ``frame_sizes_file.<kind>`` (kind
+        ``pairs`` or ``query``, this file's); {} when unset or no file matches."""
+        key = f"dataset_config.{self.dataset_name}.frame_sizes_file"
+        node = self.config.get("frame_sizes_file") or {}
+        if not isinstance(node, Mapping) or not set(node) <= set(SIZED_KINDS):
+            raise ConfigError(
+                f"{key} must map {' and / or '.join(SIZED_KINDS)} to a file pattern, got {node!r}"
+            )
+        path = database.find_annotation_file(
+            self.data_dir, node.get(self.kind), f"{key}.{self.kind}", required=False
+        )
+        return frame_sizes_of(path) if path else {}
 
     def use_box_table(self, table):
         """Query clips take their boxes from ``table`` (a ``BoxTable``; None: no boxes)."""
@@ -151,7 +184,8 @@ class VideoToShopDataset(VideoToShopSamples, MMFDataset):
             return None if self.box_table is None else TableBoxes(self.box_table, record.frames)
         if record.boxes is None or self.box_units is None:
             return None
-        return ColumnBoxes(record.boxes, self.box_units, record.where, self.on_error)
+        sizes = [self.frame_sizes.get(normalize_id(frame)) for frame in record.frames]
+        return ColumnBoxes(record.boxes, self.box_units, record.where, self.on_error, sizes)
 
     def _read_queries(self):
         return database.read_query_json(self.annotation_path)
