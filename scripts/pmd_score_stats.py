@@ -68,7 +68,6 @@ TABLE_FILE = "pmd_score_stats.md"
 PICTURE_FILE = "pmd_scores.png"
 PAIR_BATCH = 256  # (image, clip) pairs per pair_score call, as PMDReranker
 SCORES = ("icl_logit", "pmd")
-DIRECTIONS = ("video", "image")
 ANCHORS = {"video": "query clip", "image": "ground-truth image"}
 
 
@@ -269,26 +268,21 @@ def positive_matrix(query_ids, query_groups, gallery_ids, gallery_groups, ground
     return positive & same_group(query_groups, gallery_groups)
 
 
-def encode(model, data, args, device, folder, texts):
-    """Gallery and query ``Encoded`` (test order), a ``TokenStore`` of the gallery tokens
-    (the caller closes it) and the ``ClipTokens`` of the queries."""
-    store = TokenStore(folder, len(data.gallery_dataset))
-    progress = sys.stderr.isatty()
-    try:
-        gallery = encode_gallery(
-            model, make_loader(data.gallery_dataset, args.batch_size, args.num_workers), device,
-            store, progress, False, texts,
-        )
-        clips = ClipTokens()
-        queries = encode_queries(
-            model, make_loader(data.query_dataset, args.batch_size, args.num_workers), device,
-            clips, progress, False, texts,
-        )
-        clips.finish()
-    except BaseException:
-        store.close()
-        raise
-    return gallery, queries, store, clips
+def encode(model, data, args, device, store):
+    """Gallery and query ``Encoded`` (test order) and the ``ClipTokens`` of the queries; the
+    gallery tokens go to ``store`` (a ``TokenStore``)."""
+    texts, progress = text_sides(None, model), sys.stderr.isatty()
+    gallery = encode_gallery(
+        model, make_loader(data.gallery_dataset, args.batch_size, args.num_workers), device,
+        store, progress, False, texts,
+    )
+    clips = ClipTokens()
+    queries = encode_queries(
+        model, make_loader(data.query_dataset, args.batch_size, args.num_workers), device,
+        clips, progress, False, texts,
+    )
+    clips.finish()
+    return gallery, queries, clips
 
 
 def load(args):
@@ -316,10 +310,9 @@ def score_matrices(model, data, args):
     ground truth [Q, G] bool."""
     device = torch.device(args.device)
     os.makedirs(args.out, exist_ok=True)
-    gallery, queries, store, clips = encode(
-        model, data, args, device, args.out, text_sides(None, model)
-    )
+    store = TokenStore(args.out, len(data.gallery_dataset))
     try:
+        gallery, queries, clips = encode(model, data, args, device, store)
         icl = icl_logit_scale(model) * queries.emb @ gallery.emb.T
         positive = positive_matrix(
             queries.ids, queries.groups, gallery.ids, gallery.groups, data.ground_truth
@@ -352,7 +345,7 @@ def summarize(icl, pmd, positive, query_groups, gallery_groups, topk):
         picture[direction] = tuple(scores["pmd"][mask] for mask in masks[direction])
     pairs = masks["video"][0] | masks["video"][1]
     image_offset = {
-        "pairs": "video-direction candidates (positives + hard negatives)",
+        "pairs": "the video direction's candidate pairs, positives and hard negatives",
         **{name: image_offset_r2(s, pairs) for name, s in sides["video"][0].items()},
     }
     return directions, image_offset, picture
@@ -416,7 +409,11 @@ def format_table(report):
     offset = report["image_offset"]
     lines += [
         "",
-        f"Share of score variance explained by the gallery image ({offset['pairs']}):",
+        "AUC: P(positive > hard negative) over (anchor, positive, negative) triples; top-1: "
+        "share of anchors whose best candidate is a positive (ties 1/2 in both).",
+        "",
+        f"Share of score variance explained by the gallery image over {offset['pairs']} "
+        "(one-way ANOVA R^2; chance R^2 = (images - 1) / (pairs - 1)):",
         "",
         "| score | R^2 | chance R^2 | images | pairs |",
         "|---|---:|---:|---:|---:|",
