@@ -13,7 +13,8 @@ What is reused from the evaluation (``mmf.evaluation``): the run's config and ch
 (``loading``), its ``eval_image_processor`` and ``masked_video_processor`` (the test-time
 transforms and the temporal slicing to ``max_temporal_len`` frames, through the videotoshop
 sample code), ``encode_gallery`` / ``encode_queries``, the ranking (``rank_queries``: scores
-are cosine similarities, ties in gallery order) and the ranking picture (``pictures``).
+are cosine similarities, or the ICL score with a text model's ``score`` fusion; ties in
+gallery order) and the ranking picture (``pictures``).
 
 Inputs:
 

@@ -297,8 +297,8 @@ def _notes(args, note):
     if args.text:
         lines.append(
             "+ text: the variant with model_config.rice.text of demo_vic_vim_rec_text.yaml "
-            "(hashed character n-grams of the ASR and the titles; ICL without the tokens "
-            "fusion, which needs PMD or PFR)."
+            "(hashed character n-grams of the ASR and the titles, score and tokens fusion; "
+            "ICL without the tokens fusion, which needs PMD or PFR)."
         )
     if args.boxes:
         lines.append(

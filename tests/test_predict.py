@@ -33,14 +33,15 @@ def _picture(path, color, seed):
 
 
 HASHED = {"type": "hashed_ngrams", "params": {"dim": 16, "num_buckets": 997, "max_chars": 32}}
-TEXT = {"encoder": HASHED, "fusion": ["late", "tokens"], "inputs": "both",
+TEXT = {"encoder": HASHED, "fusion": ["late", "score", "tokens"], "inputs": "both",
         "pair_loss_weight": 0.5, "text_dropout": 0.0}
 
 
 def _run_folder(root, name, rice=None, dataset=None, open_gates=False):
     """``root/name``: config.yaml and rice_final.pth of a built tiny RICE (``rice`` and
     ``dataset`` override its model and dataset nodes); ``open_gates``: the text fusion's
-    late gates at 0.5, so that text moves the embeddings as a trained model's would."""
+    late gates and score weight at 0.5, so that text moves the embeddings as a trained
+    model's would."""
     run = root / name
     run.mkdir()
     config = train_config(str(root / "data"), str(run))
@@ -55,6 +56,7 @@ def _run_folder(root, name, rice=None, dataset=None, open_gates=False):
         with torch.no_grad():
             for gate in model.text_fusion.gate.values():
                 gate.fill_(0.5)
+            model.text_fusion.score_weight.fill_(0.5)
     torch.save(model.state_dict(), run / "rice_final.pth")
     return str(run)
 

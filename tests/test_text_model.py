@@ -30,7 +30,7 @@ from mmf.utils.env import setup_imports
 from mmf_cli.run import main as train_main
 
 HASHED = {"type": "hashed_ngrams", "params": {"dim": 16, "num_buckets": 997, "max_chars": 32}}
-TEXT = {"encoder": HASHED, "fusion": ["late", "tokens"], "inputs": "both",
+TEXT = {"encoder": HASHED, "fusion": ["late", "score", "tokens"], "inputs": "both",
         "pair_loss_weight": 0.5, "text_dropout": 0.0}
 # sha1 of the sorted state-dict keys of each shipped config, built before text existed.
 TODAY = {
@@ -114,6 +114,44 @@ def test_late_fusion_starts_as_plain_rice():
         _tiny_rice(text={**TEXT, "inputs": "title", "pair_loss_weight": 0.0})
     with pytest.raises(ConfigError, match="text.encoder"):
         _tiny_rice(text={"fusion": ["late"]})
+
+
+def test_score_fusion_adds_the_text_agreement_to_the_icl_score():
+    """fusion score: clip [v ; w * u_asr] . image [i ; u_title] = v . i + w * cos(asr, title);
+    w starts at 0 (plain RICE scores) and its gradient there is the text agreement; a
+    missing ASR adds nothing, a missing title uses the learned "no title" vector."""
+    plain = _tiny_rice()
+    text = _tiny_rice(text={**TEXT, "fusion": ["score"]})
+    fusion = text.text_fusion
+    image, video = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 3, 32, 32)
+    mask = torch.ones(4, 3, dtype=torch.long)
+    asr_tokens, title_tokens = _text_batch(4)
+    with torch.no_grad():
+        asr, title = text.encode_text(asr_tokens), text.encode_text(title_tokens)
+        assert asr.present.tolist() == [True, True, False, True]
+        assert title.present.tolist() == [True, False, True, False]
+        image_emb, video_emb = text.encode_image(image, title)[0], text.encode_video(
+            video, mask, asr)[0]
+        width = plain.encode_image(image)[0].shape[1]
+        assert image_emb.shape == video_emb.shape == (4, 2 * width)
+        visual = plain.encode_video(video, mask)[0] @ plain.encode_image(image)[0].T
+        torch.testing.assert_close(video_emb @ image_emb.T, visual, rtol=1e-5, atol=1e-6)
+        fusion.score_weight.fill_(2.0)
+        image_emb, video_emb = text.encode_image(image, title)[0], text.encode_video(
+            video, mask, asr)[0]
+        u_asr = torch.nn.functional.normalize(fusion.proj["asr"](asr.vectors), dim=-1)
+        u_title = torch.nn.functional.normalize(fusion.proj["title"](title.vectors), dim=-1)
+        u_title[[1, 3]] = torch.nn.functional.normalize(fusion.no_text["title"], dim=-1)
+        agreement = u_asr @ u_title.T
+        agreement[2] = 0.0  # clip 2 has no ASR
+        torch.testing.assert_close(
+            video_emb @ image_emb.T, visual + 2.0 * agreement, rtol=1e-5, atol=1e-5
+        )
+    with pytest.raises(ConfigError, match="score compares ASR and titles"):
+        _tiny_rice(text={**TEXT, "fusion": ["score"], "inputs": "asr", "pair_loss_weight": 0.0})
+    with pytest.raises(ConfigError, match="contrastive head normalises"):
+        _tiny_rice(training_head_type="contrastive", tasks=["vic"], tasks_sample_ratio=[1.0],
+                   text={**TEXT, "fusion": ["score"]})
 
 
 def _write_text_files(data_dir, titles_for):

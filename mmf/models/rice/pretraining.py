@@ -117,9 +117,9 @@ class RICEForPretraining(TaskBaseModel):
         image_global [B,E], image_tokens [B,T,D], video_global [B,F,E], video_tokens [B,F,T,D],
         video_mask [B,F] (or per token [B,F,T] with ``embeddings``: ``box_mode: patch_mask``
         keys only the tokens a frame's box keeps), exclude [B,G] bool or None (same-product
-        columns). With text
-        (``text_fusion``): ``embeddings`` the fused unit (image [B,E], clip [B,E]) embeddings,
-        ``asr_keys`` the clips' ASR keys (tokens [B,1,D], valid [B,1]) appended to the PMD keys.
+        columns). With text (``text_fusion``): ``embeddings`` the fused (image, clip)
+        embeddings ([B,E] each, or [B,2E]), ``asr_keys`` the clips' ASR keys (tokens [B,1,D],
+        valid [B,1]) appended to the PMD keys.
 
         With PMD and PFR both on, the cross model runs once over the B positive pairs: PMD takes
         its scores and PFR its cross-attention maps.

@@ -82,6 +82,14 @@ class RICE(BaseModel):
             raise ConfigError(
                 "model_config.rice.text.fusion tokens feeds the PMD keys: tasks need vim or rec"
             )
+        if self.text_settings and "score" in self.text_settings.fusion and (
+            self.head_type == "contrastive"
+        ):
+            raise ConfigError(
+                "model_config.rice.text.fusion score adds the text term to the embeddings' dot "
+                "product, which the contrastive head normalises away: use training_head_type "
+                "pretraining"
+            )
         self.register_load_state_dict_pre_hook(_strip_module_prefix_hook)
 
     @classmethod
@@ -145,12 +153,14 @@ class RICE(BaseModel):
         return self.text_fusion.encode(tokens)
 
     def encode_image(self, image, title=None):
-        """image [N,3,H,W] -> (unit-norm embedding [N,E], tokens [N,T,D])."""
+        """image [N,3,H,W] -> (embedding [N,E], tokens [N,T,D]); the embedding has unit norm,
+        except with text fusion ``score`` ([N,2E], ``text_fusion.TextFusion.fuse``)."""
         image_global, tokens = self._encode_images(image)
         return self._fuse("title", embed_image(image_global), title), tokens
 
     def encode_video(self, video, video_mask=None, asr=None, boxes=None):
-        """video [N,F,3,H,W], mask [N,F] -> (unit-norm clip embedding [N,E], tokens [N,F,T,D]).
+        """video [N,F,3,H,W], mask [N,F] -> (clip embedding [N,E], tokens [N,F,T,D]), unit norm
+        except with text fusion ``score`` ([N,2E]).
         ``boxes`` [N,F,4]: the frames' boxes on the input (``box_mode: patch_mask``; None: the
         whole frame)."""
         frame_global, tokens = self._encode_frames(video, boxes)

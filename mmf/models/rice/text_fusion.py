@@ -13,6 +13,13 @@ number of processes draw the same drops).
   ``normalize(i + g_title * u_title)``, with v, i the unit ICL embeddings, u the unit
   projection of the text vector (or of the learned "no text" vector ``no_<side>`` [E] where
   ``present`` is False) and g a learned scalar gate that starts at 0 (a new model is plain RICE).
+- ``score``: the ICL score of a (clip, image) pair gains ``w * <u_asr, u_title>``, the
+  agreement of the clip's ASR and the image's title (SGMN's text term), with a learned weight
+  w that starts at 0. It is a dot product of wider embeddings: clip ``[v ; w * u_asr]``,
+  image ``[i ; u_title]`` ([N, 2E]; a missing ASR is 0, a missing title the learned "no
+  title" vector), so ranking, caching and mining need no change. Unlike ``late``, whose
+  text-to-text term is ``g_asr * g_title`` (second order at 0, so ICL's gradient cannot open
+  the gates from 0), the gradient of w at 0 is the text agreement itself.
 - ``tokens``: the projected ASR vector is one more PMD cross-attention key of its clip
   (``asr_key``, [N, 1, D]), masked out where the clip has no ASR. PFR reconstructs the image
   tokens from the visual keys only. A title belongs to the query image, not to the keys.
@@ -35,7 +42,7 @@ from mmf.utils.distributed import (
     get_world_size,
 )
 
-FUSIONS = ("late", "tokens")
+FUSIONS = ("late", "score", "tokens")
 INPUTS = {"asr": ("asr",), "title": ("title",), "both": ("asr", "title")}
 SIDES = ("asr", "title")
 WHERE = "model_config.rice.text"
@@ -93,6 +100,8 @@ def read_text_settings(config):
     if "tokens" in fusion and "asr" not in INPUTS[inputs]:
         raise ConfigError(f"{WHERE}.fusion tokens adds the clip's ASR to the PMD keys: "
                           f"inputs must be asr or both, got {inputs!r}")
+    if "score" in fusion and inputs != "both":
+        raise ConfigError(f"{WHERE}.fusion score compares ASR and titles: inputs: both")
     return TextSettings(encoder, fusion, INPUTS[inputs], weight, dropout)
 
 
@@ -111,12 +120,17 @@ class TextFusion(nn.Module):
         self.encoder = build_encoder(settings.encoder, f"{WHERE}.encoder")
         width = self.encoder.output_dim
         self.late_sides = self.inputs if "late" in settings.fusion else ()
-        projected = SIDES if settings.pair_loss_weight > 0 else self.late_sides
+        self.score = "score" in settings.fusion
+        both = settings.pair_loss_weight > 0 or self.score
+        projected = SIDES if both else self.late_sides
         self.proj = nn.ModuleDict({side: nn.Linear(width, embed_dim) for side in projected})
         self.gate = nn.ParameterDict({s: nn.Parameter(torch.zeros(())) for s in self.late_sides})
+        stand_ins = dict.fromkeys(self.late_sides + (("title",) if self.score else ()))
         self.no_text = nn.ParameterDict(
-            {s: nn.Parameter(torch.randn(embed_dim) * 0.02) for s in self.late_sides}
+            {s: nn.Parameter(torch.randn(embed_dim) * 0.02) for s in stand_ins}
         )
+        if self.score:
+            self.score_weight = nn.Parameter(torch.zeros(()))
         self.asr_key = nn.Linear(width, token_dim) if "tokens" in settings.fusion else None
         if settings.pair_loss_weight > 0:
             self.pair_scale = nn.Parameter(torch.tensor(4.0))
@@ -145,16 +159,31 @@ class TextFusion(nn.Module):
         return texts
 
     def fuse(self, side, embedding, text=None):
-        """Late fusion of one side: unit embedding [N, E] -> unit embedding [N, E]. ``text``:
-        ``TextVectors`` of the N items, or None (every text missing). A side the model does
-        not fuse comes back unchanged."""
-        if side not in self.late_sides:
+        """Fusion of one side: unit embedding [N, E] -> embedding [N, E] (``late``: unit
+        norm) or [N, 2E] (``score``). ``text``: ``TextVectors`` of the N items, or None (every
+        text missing). A side the model does not fuse comes back unchanged."""
+        if side in self.late_sides:
+            gated = self.gate[side] * self._unit_text(side, embedding, text, self.no_text[side])
+            embedding = F.normalize(embedding + gated, dim=-1)
+        if not self.score:
             return embedding
-        unit = F.normalize(self.no_text[side], dim=-1).to(embedding.dtype).expand_as(embedding)
-        if text is not None:
-            projected = F.normalize(self.proj[side](text.vectors), dim=-1).to(embedding.dtype)
-            unit = torch.where(text.present[:, None], projected, unit)
-        return F.normalize(embedding + self.gate[side] * unit, dim=-1)
+        if side == "asr":
+            part = self.score_weight * self._unit_text(side, embedding, text, None)
+        else:
+            part = self._unit_text(side, embedding, text, self.no_text[side])
+        return torch.cat([embedding, part.to(embedding.dtype)], dim=-1)
+
+    def _unit_text(self, side, embedding, text, stand_in):
+        """[N, E] unit projections of ``text`` (``side``), ``stand_in`` normalised (or 0 when
+        None) where a text is missing."""
+        if stand_in is None:
+            unit = embedding.new_zeros(embedding.shape)
+        else:
+            unit = F.normalize(stand_in, dim=-1).to(embedding.dtype).expand_as(embedding)
+        if text is None:
+            return unit
+        projected = F.normalize(self.proj[side](text.vectors), dim=-1).to(embedding.dtype)
+        return torch.where(text.present[:, None], projected, unit)
 
     def key_tokens(self, asr):
         """The ASR key of each clip for PMD: ``(tokens [N, 1, D], valid [N, 1] bool)``, or None
