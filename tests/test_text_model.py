@@ -154,6 +154,24 @@ def test_score_fusion_adds_the_text_agreement_to_the_icl_score():
                    text={**TEXT, "fusion": ["score"]})
 
 
+def test_text_lr_multiplier_and_unknown_keys():
+    """text.lr_multiplier scales the text parameters' lr on top of the head's; an unknown key
+    under model_config.rice.text is an error, not a silent no-op."""
+    model = _tiny_rice(lr_multiplier=10, text={**TEXT, "lr_multiplier": 5})
+    config = OmegaConf.create({"optimizer": {"params": {"lr": 1e-4, "weight_decay": 0.1}}})
+    lr_of = {name: group["lr"] for group in model.get_optimizer_parameters(config)
+             for name in group["names"]}
+    assert lr_of["text_fusion.score_weight"] == pytest.approx(5e-3)
+    assert lr_of["text_fusion.encoder.bag.weight"] == pytest.approx(5e-3)
+    assert lr_of["transformer.logit_scale"] == pytest.approx(1e-4)
+    assert any(lr == pytest.approx(1e-3) for name, lr in lr_of.items()
+               if name.startswith("transformer.heads"))
+    with pytest.raises(ConfigError, match=r"unknown keys \['text_dropuot'\]"):
+        _tiny_rice(text={**TEXT, "text_dropuot": 0.3})
+    with pytest.raises(ConfigError, match="lr_multiplier must be > 0"):
+        _tiny_rice(text={**TEXT, "lr_multiplier": 0})
+
+
 def _write_text_files(data_dir, titles_for):
     """ASR for every query clip but one (blank) and titles for the gallery images
     ``titles_for(image_id, is_ground_truth)`` picks."""

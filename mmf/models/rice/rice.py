@@ -338,8 +338,9 @@ class RICE(BaseModel):
     def get_optimizer_parameters(self, config):
         """Groups by (lr, weight decay): encoder at the base lr; head parameters whose name has
         one of ``contrastive_norm, pooler, embeddings, transformer, heads`` at lr * lr_multiplier;
-        ``text_fusion.*`` at lr * lr_multiplier, but a ``transformers`` text encoder at the
-        base lr; weight decay 0 for names containing ``bias``. Groups carry a ``names`` list."""
+        ``text_fusion.*`` at lr * lr_multiplier * text.lr_multiplier, but a ``transformers``
+        text encoder at the base lr; weight decay 0 for names containing ``bias``. Groups
+        carry a ``names`` list."""
         optimizer_params = config.optimizer.get("params", {})
         base_lr = float(optimizer_params.get("lr", 1e-3))
         weight_decay = float(optimizer_params.get("weight_decay", 0.0))
@@ -353,9 +354,10 @@ class RICE(BaseModel):
             named.append((f"transformer.{name}", param, lr))
         if self.text_fusion is not None:
             pretrained = self.text_fusion.pretrained_encoder
+            text_lr = base_lr * multiplier * self.text_settings.lr_multiplier
             for name, param in self.text_fusion.named_parameters():
                 at_base = pretrained and name.startswith("encoder.")
-                lr = base_lr if at_base else base_lr * multiplier
+                lr = base_lr if at_base else text_lr
                 named.append((f"text_fusion.{name}", param, lr))
         return grouped_parameters(named, weight_decay)
 

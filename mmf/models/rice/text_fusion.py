@@ -46,6 +46,7 @@ FUSIONS = ("late", "score", "tokens")
 INPUTS = {"asr": ("asr",), "title": ("title",), "both": ("asr", "title")}
 SIDES = ("asr", "title")
 WHERE = "model_config.rice.text"
+KEYS = ("encoder", "fusion", "inputs", "pair_loss_weight", "text_dropout", "lr_multiplier")
 
 
 @dataclasses.dataclass
@@ -71,6 +72,7 @@ class TextSettings:
     inputs: tuple
     pair_loss_weight: float
     text_dropout: float
+    lr_multiplier: float = 1.0
 
 
 def read_text_settings(config):
@@ -78,6 +80,9 @@ def read_text_settings(config):
     node = config.get("text")
     if node is None:
         return None
+    unknown = sorted(set(node) - set(KEYS))
+    if unknown:
+        raise ConfigError(f"{WHERE}: unknown keys {unknown}; known: {list(KEYS)}")
     encoder = node.get("encoder")
     if encoder is None or not encoder.get("type"):
         raise ConfigError(f"{WHERE}.encoder: a text encoder {{type, params}} is required")
@@ -90,6 +95,9 @@ def read_text_settings(config):
         raise ConfigError(f"{WHERE}.inputs: expected one of {list(INPUTS)}, got {inputs!r}")
     weight = float(node.get("pair_loss_weight", 0.0))
     dropout = float(node.get("text_dropout", 0.0))
+    lr_multiplier = float(node.get("lr_multiplier", 1.0))
+    if lr_multiplier <= 0:
+        raise ConfigError(f"{WHERE}.lr_multiplier must be > 0, got {lr_multiplier}")
     if weight < 0 or not 0 <= dropout < 1:
         raise ConfigError(
             f"{WHERE}: pair_loss_weight must be >= 0 and text_dropout in [0, 1), got "
@@ -102,7 +110,7 @@ def read_text_settings(config):
                           f"inputs must be asr or both, got {inputs!r}")
     if "score" in fusion and inputs != "both":
         raise ConfigError(f"{WHERE}.fusion score compares ASR and titles: inputs: both")
-    return TextSettings(encoder, fusion, INPUTS[inputs], weight, dropout)
+    return TextSettings(encoder, fusion, INPUTS[inputs], weight, dropout, lr_multiplier)
 
 
 class TextFusion(nn.Module):
