@@ -7,8 +7,8 @@ ranking and, for the PMD variants, the re-ranking of the ICL top K by the PMD sc
 (``--rerank_fusion sum --rerank_weight auto``). Writes a markdown table of the mean and the
 sample standard deviation over seeds per row to ``--table``.
 
-Two options add rows (ICL ranking only: the val split that picks a re-ranking weight has no
-text or box file of its own):
+Two options add rows (ICL ranking only: the evaluation reads ASR, title and box files for the
+test split only, so the val split that picks a re-ranking weight would have none):
 
 - ``--text``: each variant again with the text settings of ``demo_vic_vim_rec_text.yaml``
   (``model_config.rice.text`` given on the command line), evaluated with its texts and with
