@@ -367,7 +367,7 @@ def write_frame_sizes(data_dir, split, tally):
     return {
         "file": str(path) if sizes else None,
         "frames": len(sizes),
-        "resized": sum(size.annotated != (size.width, size.height) for size in sizes.values()),
+        "resized": sum(size.resized for size in sizes.values()),
         "frames_without_size": tally.frames_without_size,
     }
 

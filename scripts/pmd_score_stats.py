@@ -45,7 +45,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from mmf.common.errors import ConfigError, MMFError
+from mmf.common.errors import MMFError
 from mmf.datasets.ids import normalize_id
 from mmf.evaluation.encoding import TokenStore, encode_gallery, encode_queries, make_loader
 from mmf.evaluation.loading import (
@@ -55,7 +55,7 @@ from mmf.evaluation.loading import (
     load_eval_model,
     load_val_data,
 )
-from mmf.evaluation.rerank import icl_logit_scale
+from mmf.evaluation.rerank import icl_logit_scale, require_pair_score
 from mmf.evaluation.run import default_device
 from mmf.evaluation.text_coverage import text_sides
 from mmf.models.rice.text_fusion import TextVectors
@@ -291,11 +291,7 @@ def load(args):
     config, dataset = load_eval_config(args.config_file, args.dataset)
     checkpoint = os.path.abspath(args.checkpoint or default_checkpoint(config, args.config_file))
     model = load_eval_model(config, checkpoint, torch.device(args.device))
-    if not getattr(model, "has_pair_score", False):
-        raise ConfigError(
-            f"{checkpoint}: the model has no PMD head (training_head_type 'pretraining' with "
-            "the 'vim' task), so there is no PMD score to study"
-        )
+    require_pair_score(model, f"{checkpoint}: scripts/pmd_score_stats.py")
     if args.split == "val":
         data = load_val_data(config, dataset, global_gallery=False)
     else:

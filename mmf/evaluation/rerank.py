@@ -42,11 +42,12 @@ def icl_logit_scale(model):
     return float(model.transformer.logit_scale.detach().float()) ** 2
 
 
-def require_pair_score(model):
+def require_pair_score(model, needed_by="--rerank_topk"):
+    """``ConfigError`` naming ``needed_by`` unless ``model`` has a PMD head."""
     if not getattr(model, "has_pair_score", False):
         raise ConfigError(
-            "--rerank_topk needs a model with a PMD head (training_head_type 'pretraining' "
-            "with the 'vim' task); this checkpoint's model has none"
+            f"{needed_by} needs a model with a PMD head (training_head_type 'pretraining' "
+            "with the 'vim' task); this checkpoint's model has no PMD head"
         )
 
 

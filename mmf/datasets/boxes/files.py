@@ -54,6 +54,11 @@ class FrameSize(NamedTuple):
         """(width, height) of the frame the pixel boxes refer to."""
         return (self.original_width or self.width, self.original_height or self.height)
 
+    @property
+    def resized(self):
+        """True when the stored frame is not the size the boxes were annotated at."""
+        return self.annotated != (self.width, self.height)
+
 
 def _read_json(path):
     # Imported here: the builders import this module, so a top-level import would be circular.

@@ -62,7 +62,7 @@ SIZED_KINDS = ("pairs", "query")
 def frame_sizes_of(path):
     """``read_frame_sizes(path)``, with one log line."""
     sizes = read_frame_sizes(path)
-    resized = sum(size.annotated != (size.width, size.height) for size in sizes.values())
+    resized = sum(size.resized for size in sizes.values())
     logger.info(
         "%s: sizes of %d frames (%d resized after annotation); their pixel boxes are scaled "
         "from the annotated to the stored size", path, len(sizes), resized,
@@ -184,7 +184,9 @@ class VideoToShopDataset(VideoToShopSamples, MMFDataset):
             return None if self.box_table is None else TableBoxes(self.box_table, record.frames)
         if record.boxes is None or self.box_units is None:
             return None
-        sizes = [self.frame_sizes.get(normalize_id(frame)) for frame in record.frames]
+        sizes = None
+        if self.frame_sizes:
+            sizes = [self.frame_sizes.get(normalize_id(frame)) for frame in record.frames]
         return ColumnBoxes(record.boxes, self.box_units, record.where, self.on_error, sizes)
 
     def _read_queries(self):
