@@ -7,12 +7,12 @@ ranking and, for the PMD variants, the re-ranking of the ICL top K by the PMD sc
 (``--rerank_fusion sum --rerank_weight auto``). Writes a markdown table of the mean and the
 sample standard deviation over seeds per row to ``--table``.
 
-Two options add rows (ICL ranking only: the evaluation reads ASR, title and box files for the
-test split only, so the val split that picks a re-ranking weight would have none):
+Two options add rows (ICL ranking only, to keep the time):
 
 - ``--text``: each variant again with the text settings of ``demo_vic_vim_rec_text.yaml``
   (``model_config.rice.text`` given on the command line), evaluated with its texts and with
-  ``--text none`` (how gracefully it degrades without them);
+  ``--text none`` (how gracefully it degrades without them); under the table, the paired R@1
+  change of each from the variant without text, seed by seed (``text_changes``);
 - ``--boxes``: RICE with ``box_mode`` crop and patch_mask, each evaluated with ``--boxes
   none``, ``gt`` and the boxes of a detector (``scripts/train_detector.py`` on the train
   file's boxes for ``--detector_minutes``, then ``scripts/detect_boxes.py`` on the test query
@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import demo
+from demo_pictures import read_rankings
 from omegaconf import OmegaConf
 
 VARIANTS = ("vic", "vic_vim", "vic_vim_rec", "vic_vim_rec_bi")
@@ -69,7 +70,9 @@ def parse_args(argv=None):
     parser.add_argument("--table", default="results/ablation.md", help="markdown table file")
     parser.add_argument(
         "--resume", action="store_true",
-        help="reuse the trained runs and evaluations already on disk (an interrupted ablation)",
+        help="reuse the evaluations (metrics.json + rankings.jsonl) and trained runs already "
+        "on disk (an interrupted ablation); a run whose evaluations are all there is not "
+        "trained again",
     )
     parser.add_argument(
         "--text", action="store_true",
@@ -150,14 +153,18 @@ def evaluations(variant, topk, fusions=("pmd", "sum")):
     return [(name, demo.rerank_arguments(topk, name, weights[name])) for name in fusions]
 
 
-def rows_of_run(name, metrics):
+def rows_of_run(name, metrics, rankings=None):
     """{row key: values} of one evaluation: the ICL ranking (key ``icl`` for the plain and
     the re-ranking evaluations, else ``name``) and the re-ranking, if any.
 
-    Values are the table's metrics plus, for a re-ranking, ``r1_change`` (points, paired with
-    the ICL ranking of the same run) and ``rerank_weight`` when the fusion has one."""
+    Values are the table's metrics plus, for the ICL ranking, ``rankings`` (its
+    ``read_rankings`` output) when given and, for a re-ranking, ``r1_change`` (points,
+    paired with the ICL ranking of the same run) and ``rerank_weight`` when the fusion has
+    one."""
     icl_key = "icl" if name in ("icl", *RERANKINGS) else name
     rows = {icl_key: {key: metrics["icl"][key] for key, _ in COLUMNS}}
+    if rankings is not None:
+        rows[icl_key]["rankings"] = rankings
     rerank = metrics.get("pmd_rerank")
     if rerank:
         values = {key: rerank[key] for key, _ in COLUMNS}
@@ -175,20 +182,56 @@ def run_seed(run, seed, args, paths, log):
     extra = [f"training.experiment_name={experiment}", *run.overrides]
     if args.max_updates is not None:
         extra.append(f"training.max_updates={args.max_updates}")
-    if args.resume and (save_root / experiment / "rice_final.pth").is_file():
+    outs = [results_dir / f"{experiment}_{name}" for name, _ in run.evaluations]
+    evaluated = args.resume and all(_evaluated(out) for out in outs)
+    if evaluated:
+        print(f"  reusing the evaluations of {experiment}", flush=True)
+    elif args.resume and (save_root / experiment / "rice_final.pth").is_file():
         print(f"  reusing the trained run {experiment}", flush=True)
     else:
         demo.train(run.variant, data_dir, seed, extra, log)
     rows = {}
-    for name, options in run.evaluations:
-        out = results_dir / f"{experiment}_{name}"
-        if args.resume and (out / "metrics.json").is_file():
+    for (name, options), out in zip(run.evaluations, outs, strict=True):
+        if args.resume and _evaluated(out):
             metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+            rankings = read_rankings(out / "rankings.jsonl")
         else:
-            metrics, _ = demo.evaluate(experiment, save_root, out, options, log)
-        for key, values in rows_of_run(name, metrics).items():
+            metrics, rankings = demo.evaluate(experiment, save_root, out, options, log)
+        for key, values in rows_of_run(name, metrics, rankings).items():
             rows.setdefault(key, values)
     return rows
+
+
+def _evaluated(out):
+    return (out / "metrics.json").is_file() and (out / "rankings.jsonl").is_file()
+
+
+def text_changes(results, labels):
+    """Lines under the table: per variant with a text run, the paired R@1 change (points,
+    95 % bootstrap interval over the test queries) of its text run, evaluated with and
+    without its texts, from the variant trained without text, seed by seed and, with
+    several seeds, over all of them (each query's mean R@1 over the seeds)."""
+    lines = []
+    for key, runs in results.items():
+        base = results.get(key.removesuffix("+text")) if key.endswith("+text") else None
+        if base is None:
+            continue
+        for row, how in (("icl", "with its texts"), ("text_none", "with --text none")):
+            changes = []
+            for text_run, base_run in zip(runs, base, strict=True):
+                change = demo.r1_change_between(
+                    text_run[row]["rankings"], base_run["icl"]["rankings"]
+                )
+                changes.append(demo.describe_change(change))
+            if len(runs) > 1:
+                change = demo.r1_change_between(
+                    [run[row]["rankings"] for run in runs], [run["icl"]["rankings"] for run in base]
+                )
+                changes.append(f"over the {len(runs)} seeds {demo.describe_change(change)}")
+            plain = labels[key.removesuffix("+text")]
+            lines.append(f"{labels[key]}, {how}: R@1 change from {plain} per seed: "
+                         f"{'; '.join(changes)}.")
+    return "".join(line + "\n\n" for line in lines)
 
 
 def mean_spread(values):
@@ -297,8 +340,7 @@ def _notes(args, note):
     if args.text:
         lines.append(
             "+ text: the variant with model_config.rice.text of demo_vic_vim_rec_text.yaml "
-            "(hashed character n-grams of the ASR and the titles, score and tokens fusion; "
-            "ICL without the tokens fusion, which needs PMD or PFR)."
+            "(for ICL alone, without any tokens fusion: it needs PMD or PFR)."
         )
     if args.boxes:
         lines.append(
@@ -335,7 +377,7 @@ def main(argv=None):
         f"Ablation on the demo data (seed {args.data_seed}): mean ± sample standard deviation "
         f"over training seeds {args.seeds}, {budget} each; numbers in percent.\n\n"
         + ablation_table(results, labels, args.rerank_topk)
-        + "\n\n" + _notes(args, note)
+        + "\n\n" + _notes(args, note) + text_changes(results, labels)
         + f"Whole ablation {(time.monotonic() - started) / 60:.1f} min."
     )
     print("\n" + summary, flush=True)

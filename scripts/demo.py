@@ -16,11 +16,12 @@ Steps, each a command a user could run by hand (they are logged as they run):
    ``<results_dir>/demo.md``, and draw ``<results_dir>/before_after.png`` and
    ``<results_dir>/recall_at_k.png``.
 
-``--with_text`` also trains RICE with the clips' ASR and the shop images' titles
-(``demo_vic_vim_rec_text.yaml``) and adds its rows: one more training, so it is off by default.
+By default the demo also trains RICE with the clips' ASR and the shop images' titles
+(``demo_vic_vim_rec_text.yaml``), adds its rows and, under the table, its paired R@1 change
+from RICE; ``--no_text`` leaves it out (one training less).
 
     python scripts/demo.py --data_dir demo_data                       # make demo
-    python scripts/demo.py --data_dir demo_data --with_text           # + the text row
+    python scripts/demo.py --data_dir demo_data --no_text             # RICE alone
 """
 import argparse
 import json
@@ -32,6 +33,8 @@ import time
 from pathlib import Path
 
 from demo_pictures import plot_before_after, plot_recall_at_k, read_rankings, recall_curve
+
+from mmf.evaluation.bootstrap import paired_difference
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "projects" / "videotoshop" / "configs"
@@ -57,7 +60,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--variants",
         nargs="+",
-        default=["vic_vim_rec"],
+        default=["vic_vim_rec", TEXT_VARIANT],
         choices=sorted(LABELS),
         help="demo configs to train",
     )
@@ -75,12 +78,12 @@ def parse_args(argv=None):
         "--results_dir", default="results", help="lpr_eval.py outputs: <results_dir>/<experiment>"
     )
     parser.add_argument(
-        "--with_text", action="store_true",
-        help=f"also train and evaluate {LABELS[TEXT_VARIANT]} (demo_{TEXT_VARIANT}.yaml)",
+        "--no_text", action="store_true",
+        help=f"leave out {LABELS[TEXT_VARIANT]} (demo_{TEXT_VARIANT}.yaml)",
     )
     args = parser.parse_args(argv)
-    if args.with_text and TEXT_VARIANT not in args.variants:
-        args.variants.append(TEXT_VARIANT)
+    if args.no_text:
+        args.variants = [variant for variant in args.variants if variant != TEXT_VARIANT]
     return args
 
 
@@ -172,6 +175,21 @@ def r1_change(section):
     return change["difference"], change["ci95"][0], change["ci95"][1]
 
 
+def r1_change_between(rankings, baseline):
+    """(difference, low, high): the paired R@1 change (points, 95 % bootstrap interval over
+    the queries of ``baseline``) of the ICL ranking ``rankings`` from ``baseline``: each a
+    ``read_rankings`` output, or a list of them (runs with other training seeds; a query then
+    counts its mean R@1 over them, and the bootstrap resamples queries, not runs)."""
+    runs = [rankings] if isinstance(rankings, dict) else list(rankings)
+    baselines = [baseline] if isinstance(baseline, dict) else list(baseline)
+    ids = sorted(baselines[0])
+
+    def per_query(group):
+        return [100.0 * sum(r[i]["rank"] == 1 for r in group) / len(group) for i in ids]
+
+    return paired_difference(per_query(runs), per_query(baselines))
+
+
 def describe_change(change):
     """"+2.1 [0.4, 3.8]", or "no difference (+0.5 [-1.0, 2.0])" when the interval holds 0."""
     difference, low, high = change
@@ -219,6 +237,17 @@ def trained_rows(label, metrics):
                 "is left out (scripts/ablation.py measures every re-ranking)."
             )
     return rows, notes
+
+
+def text_notes(variants, rankings):
+    """The note on the text variant, when RICE was trained too: its paired R@1 change from
+    RICE. ``rankings``: ``read_rankings`` output of each variant, in order."""
+    by_variant = dict(zip(variants, rankings, strict=True))
+    if TEXT_VARIANT not in by_variant or "vic_vim_rec" not in by_variant:
+        return []
+    change = r1_change_between(by_variant[TEXT_VARIANT], by_variant["vic_vim_rec"])
+    return [f"{LABELS[TEXT_VARIANT]}: R@1 vs {LABELS['vic_vim_rec']} (ICL rankings, paired over "
+            f"the queries) {describe_change(change)}."]
 
 
 def draw_pictures(results_dir, lpr4m, zero_shot, trained_runs):
@@ -294,6 +323,7 @@ def main(argv=None):
         rows += variant_rows
         notes += variant_notes
         trained_runs.append((LABELS[variant], rankings))
+    notes += text_notes(args.variants, [rankings for _, rankings in trained_runs])
 
     draw_pictures(results_dir, lpr4m, zero_rankings, trained_runs)
     summary = (

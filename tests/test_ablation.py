@@ -207,6 +207,32 @@ def test_text_and_box_rows_of_the_table(scripts):
     assert ablation.rows_of_run("boxes_gt", metrics) == {"boxes_gt": metrics["icl"]}
 
 
+def test_text_changes_pair_each_text_run_with_its_variant(scripts, tmp_path):
+    """The lines under the table: the paired R@1 change of a text run (with and without its
+    texts) from the same variant and seed trained without text, from rankings.jsonl."""
+    ablation, demo, _ = scripts
+    ranks = [1] * 30 + [None] + [2] * 69  # 30 of 100 queries ranked first, one missed
+    (tmp_path / "rankings.jsonl").write_text("".join(
+        json.dumps({"video_id": f"q{n}", "rank": rank}) + "\n" for n, rank in enumerate(ranks)))
+    base = demo.read_rankings(tmp_path / "rankings.jsonl")
+    better = {q: {"rank": 1 if int(q[1:]) < 60 else 3} for q in base}  # +30 points
+    assert demo.r1_change_between(better, base).difference == pytest.approx(30.0)
+    results = {
+        "vic": [{"icl": {"rankings": base}}],
+        "vic+text": [{"icl": {"rankings": better}, "text_none": {"rankings": dict(base)}}],
+    }
+    lines = ablation.text_changes(results, {**demo.LABELS, "vic+text": "ICL + text"}).split("\n\n")
+    assert lines[0].startswith("ICL + text, with its texts: R@1 change from ICL per seed: +30.0 [")
+    assert lines[1] == ("ICL + text, with --text none: R@1 change from ICL per seed: "
+                        "no difference (+0.0 [+0.0, +0.0]).")
+    assert ablation.text_changes({"vic": results["vic"]}, demo.LABELS) == ""
+    # Two seeds: each query counts its mean R@1 over them (+30 and +0 -> +15).
+    same = {"icl": {"rankings": base}, "text_none": {"rankings": base}}
+    two = {"vic": results["vic"] * 2, "vic+text": [results["vic+text"][0], same]}
+    lines = ablation.text_changes(two, {**demo.LABELS, "vic+text": "ICL + text"}).split("\n\n")
+    assert "; over the 2 seeds +15.0 [" in lines[0]
+
+
 def test_plan_runs_of_the_text_and_box_options(scripts, tmp_path):
     ablation, _, _ = scripts
     args = ablation.parse_args(["--variants", "vic", "vic_vim", "--text", "--boxes"])
@@ -246,19 +272,27 @@ def test_text_override_gives_a_variant_the_text_config(scripts, tmp_path):
     ).get_config()
     reference = Configuration([f"config={ablation.TEXT_CONFIG}", *base]).get_config()
     text = OmegaConf.to_container(config.model_config.rice.text, resolve=True)
-    assert text["encoder"]["type"] == "hashed_ngrams" and "tokens" in text["fusion"]
+    assert text["encoder"]["type"] == "hashed_ngrams" and text["fusion"] == ["score"]
     assert text == OmegaConf.to_container(reference.model_config.rice.text, resolve=True)
     assert OmegaConf.to_container(config.dataset_config.videotoshop.text, resolve=True) == text
     assert config.model_config.rice.tasks == ["vic", "vim"]
     assert config.dataset_config.videotoshop.box_mode == "patch_mask"
-    vic = Configuration(
-        [f"config={demo.CONFIGS / 'demo_vic.yaml'}", *base, ablation.text_override("vic")]
-    ).get_config()
-    assert list(vic.model_config.rice.text.fusion) == [f for f in text["fusion"] if f != "tokens"]
+    with_tokens = tmp_path / "tokens.yaml"
+    with_tokens.write_text("model_config: {rice: {text: {encoder: {type: hashed_ngrams}, "
+                           "fusion: [score, tokens]}}}")
+    vic = Configuration([f"config={demo.CONFIGS / 'demo_vic.yaml'}", *base,
+                         ablation.text_override("vic", with_tokens)]).get_config()
+    assert list(vic.model_config.rice.text.fusion) == ["score"]  # no cross model to join
 
 
-def test_demo_with_text_adds_the_text_variant(scripts):
+def test_demo_trains_the_text_variant_and_notes_its_change(scripts):
     _, demo, _ = scripts
-    assert demo.parse_args([]).variants == ["vic_vim_rec"]
-    assert demo.parse_args(["--with_text"]).variants == ["vic_vim_rec", "vic_vim_rec_text"]
+    assert demo.parse_args([]).variants == ["vic_vim_rec", "vic_vim_rec_text"]
+    assert demo.parse_args(["--no_text"]).variants == ["vic_vim_rec"]
     assert (demo.CONFIGS / f"demo_{demo.TEXT_VARIANT}.yaml").is_file()
+    rice = {f"q{n}": {"rank": 1 if n < 10 else 2} for n in range(40)}
+    text = {f"q{n}": {"rank": 1 if n < 30 else 2} for n in range(40)}
+    (note,) = demo.text_notes(["vic_vim_rec", "vic_vim_rec_text"], [rice, text])
+    assert note.startswith("RICE + text (ASR, titles): R@1 vs ICL + PMD + PFR (RICE) (ICL "
+                           "rankings, paired over the queries) +50.0 [")
+    assert demo.text_notes(["vic_vim_rec_text"], [text]) == []

@@ -328,6 +328,31 @@ def test_frame_sizes_scale_query_boxes(sized_root):
     assert torch.equal(crops["unsized"], transform(frames[0].crop(tuple(INSIDE))))
 
 
+def test_val_queries_read_val_box_file(sized_root, caplog):
+    """Val query clips (a val split in the test form) take their ground-truth boxes from
+    val_box_file, never test_box_file: without one their frames stay whole (a warning)."""
+    config = _sized_config(sized_root)
+    config.annotations.val = ["annotations/query_tenframes.json"]
+    config.images.val = ["query"]
+    queries = builder().load_query(config, "val")
+    with caplog.at_level(logging.WARNING):
+        assert builder().attach_query_boxes(config, queries, "gt")["source"] == "none"
+    assert "no file matches dataset_config.videotoshop.val_box_file" in caplog.text
+    frames = _stored_frames(sized_root / "query", SIZED_QUERY)
+    transform = queries.eval_image_processor
+    assert torch.equal(queries[0].video[0], transform(frames[0]))
+    first, second = frame_ids(SIZED_QUERY, 2)
+    (sized_root / "annotations" / "val_frameid2gtbox_1.json").write_text(
+        json.dumps({first: [], second: [INSIDE]}))
+    queries = builder().load_query(config, "val")
+    report = builder().attach_query_boxes(config, queries, "gt")
+    assert report["file"].endswith("val_frameid2gtbox_1.json")
+    assert (report["frames_with_box"], report["frames_full_frame"]) == (1, 1)
+    video = queries[0].video
+    assert torch.equal(video[0], transform(frames[0]))
+    assert torch.equal(video[1], transform(frames[1].crop(INSIDE_STORED)))
+
+
 def test_frame_sizes_file_must_map_kinds(sized_root):
     """Keys by split would be silently ignored and one plain path fits only one kind: both are
     refused, naming the key."""

@@ -178,6 +178,32 @@ def test_hashed_ngrams_chinese_empty_and_gradients():
         build_encoder(node("hashed_ngrams", ngram_range=[3, 1]))
 
 
+def test_hashed_word_ngrams():
+    """word_ngrams hashes whole words (and word pairs) apart from the characters; with
+    ngram_range null only words count, so texts sharing a word share exactly one id."""
+    words = dict(ngram_range=None, word_ngrams=2, num_buckets=1000, dim=16, max_chars=20)
+    tokenizer = registry.get_encoder_class("hashed_ngrams").build_tokenizer(words)
+    bucket = lambda gram: zlib.crc32(gram.encode("utf-8")) % 1000 + 1  # noqa: E731
+    assert tokenizer.ngram_ids("Grey, soft \u5546\u54c1!") == [
+        bucket("\x01grey"), bucket("\x01soft"), bucket("\x01\u5546\u54c1"),
+        bucket("\x01grey soft"), bucket("\x01soft \u5546\u54c1"),
+    ]
+    assert tokenizer({"text": "a"})["ngram_ids"].shape == (10 + 9,)  # <= 10 words in 20 chars
+    mixed = dict(HASHED, word_ngrams=1)
+    chars = registry.get_encoder_class("hashed_ngrams").build_tokenizer(HASHED)
+    both = registry.get_encoder_class("hashed_ngrams").build_tokenizer(mixed)
+    assert both.ngram_ids("a b") == chars.ngram_ids("a b") + [bucket("\x01a"), bucket("\x01b")]
+    encoder = build_encoder(node("hashed_ngrams", **words))
+    out = encoder(tokenize(node("hashed_ngrams", **words), ["grey shirt", "grey scarf", "tea"]))
+    assert out.shape == (3, 16) and out.abs().sum(1).gt(0).all()
+    for bad, message in (
+        (dict(word_ngrams=-1), "word_ngrams: expected an integer >= 0"),
+        (dict(ngram_range=None), "leave no n-grams"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            build_encoder(node("hashed_ngrams", **bad))
+
+
 def test_bert_tokenizer_reads_a_saved_tokenizer_folder(tiny_bert, tmp_path):
     saved = tmp_path / "saved"
     BertTokenizer.from_pretrained(tiny_bert, local_files_only=True).save_pretrained(saved)

@@ -154,6 +154,51 @@ def test_score_fusion_adds_the_text_agreement_to_the_icl_score():
                    text={**TEXT, "fusion": ["score"]})
 
 
+def test_text_projections_start_as_isometries_and_score_weight_init():
+    """The text projections keep the encoder's cosines at the start (the n-gram overlap of
+    hashed_ngrams); score_weight_init starts w there; it needs the score fusion."""
+    text = _tiny_rice(text={**TEXT, "fusion": ["score"], "score_weight_init": 0.5})
+    fusion = text.text_fusion
+    assert fusion.score_weight.item() == 0.5
+    width = fusion.encoder.output_dim
+    asr, title = torch.randn(5, width), torch.randn(4, width)
+    normalize = torch.nn.functional.normalize
+    with torch.no_grad():
+        u_asr, u_title = normalize(fusion.proj["asr"](asr)), normalize(fusion.proj["title"](title))
+    torch.testing.assert_close(u_asr @ u_title.T, normalize(asr) @ normalize(title).T,
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="score_weight_init is the start of the score"):
+        _tiny_rice(text={**TEXT, "fusion": ["late"], "score_weight_init": 0.5})
+
+
+def test_detach_visual_trains_the_images_as_plain_rice():
+    """detach_visual: the head's ICL sees the visual embeddings alone (vic_loss equals plain
+    RICE's with the same weights) and text_score_loss, ICL over the fused scores, sends no
+    gradient to the image encoder or the logit scale, only to w and the text."""
+    torch.manual_seed(0)
+    plain = _tiny_rice(tasks=["vic"], tasks_sample_ratio=[1.0])
+    text = _tiny_rice(tasks=["vic"], tasks_sample_ratio=[1.0], text={
+        **TEXT, "fusion": ["score"], "pair_loss_weight": 0.0, "detach_visual": True,
+        "score_weight_init": 0.5})
+    text.load_state_dict({**text.state_dict(), **plain.state_dict()})
+    g = torch.Generator().manual_seed(5)
+    asr, title = _text_batch(4)
+    batch = {"image": torch.randn(4, 3, 32, 32, generator=g),
+             "video": torch.randn(4, 3, 3, 32, 32, generator=g),
+             "video_temporal_mask": torch.ones(4, 3, dtype=torch.long)}
+    plain.train(), text.train()
+    expected = plain(SampleList(dict(batch)))["losses"]["vic_loss"]
+    losses = text(SampleList({**batch, "asr_tokens": asr, "title_tokens": title}))["losses"]
+    assert set(losses) == {"vic_loss", "text_score_loss"}
+    torch.testing.assert_close(losses["vic_loss"], expected)
+    losses["text_score_loss"].backward()
+    grads = {n: p.grad for n, p in text.named_parameters() if p.grad is not None}
+    assert grads["text_fusion.score_weight"].abs() > 0
+    assert not any(n.startswith(("image_encoder.", "transformer.")) for n in grads), sorted(grads)
+    with pytest.raises(ConfigError, match="detach_visual keeps text out"):
+        _tiny_rice(text={**TEXT, "fusion": ["late", "score"], "detach_visual": True})
+
+
 def test_text_lr_multiplier_and_unknown_keys():
     """text.lr_multiplier scales the text parameters' lr on top of the head's; an unknown key
     under model_config.rice.text is an error, not a silent no-op."""
@@ -339,6 +384,30 @@ def test_missing_asr_and_title_values_are_empty_texts(tmp_path):
     assert "title_tokens" not in asr_only[1] and "asr_tokens" in asr_only[1]
     dropped = builder.load_dataset(_lpr_text_config(data_dir, text_dropout=0.999), "train")
     assert not dropped[1].asr_tokens["has_text"]
+
+
+def test_val_split_reads_its_own_asr_and_titles(tmp_path):
+    """A val split in the test form (query json + gallery txt) reads val_asr_file and
+    val_title_file, never the test split's texts; without val files its texts are empty."""
+    data_dir = str(tmp_path / "data")
+    write_lpr(data_dir)
+    _write_text_files(data_dir, lambda image_id, truth: True)
+    node = _lpr_text_config(data_dir)
+    node.annotations.val = ["annotations/query_tenframes.json", "annotations/gallery_main.txt"]
+    node.images.val = ["query", "gallery"]
+    builder = registry.get_builder_class("videotoshop")()
+    queries, gallery = builder.load_query(node, "val"), builder.load_gallery(node, "val")
+    assert queries.asr == {} and gallery.title == {}
+    ann = os.path.join(data_dir, "annotations")
+    clips = sorted(r.video_id for r in queries.records)
+    with open(os.path.join(ann, "val_videoid_asr_6.txt"), "w") as handle:
+        handle.write("".join(f"{clip}\tval words {n}\n" for n, clip in enumerate(clips)))
+    with open(os.path.join(ann, "val_image_title_1.txt"), "w") as handle:
+        handle.write(f"{gallery.records[0].image_id}\tval title\n")
+    queries, gallery = builder.load_query(node, "val"), builder.load_gallery(node, "val")
+    assert queries.asr == {clip: f"val words {n}" for n, clip in enumerate(clips)}
+    assert gallery.title == {gallery.records[0].image_id: "val title"}
+    assert builder.load_query(node, "test").asr[clips[1]].startswith("this one is")
 
 
 def test_text_model_on_movingfashion_is_a_config_error(tmp_path):

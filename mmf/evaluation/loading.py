@@ -180,12 +180,15 @@ def load_eval_data(config, dataset_name, global_gallery, boxes="auto"):
     )
 
 
-def load_val_data(config, dataset_name, global_gallery):
+def load_val_data(config, dataset_name, global_gallery, boxes="auto"):
     """The validation split as ``EvalData`` (``labels`` empty), to choose a re-ranking
     weight on: ``annotations.val`` listing a query json and a gallery list (ground truth from
-    the json's ``gt``), or pair files (queries: each clip once; gallery: each image once per
-    livestream, or once with ``global_gallery``; ground truth: the images paired with a clip,
-    as the in-training validation). ``ConfigError`` when the dataset has no val split."""
+    the json's ``gt``; texts and boxes from the ``val_*`` side files), or pair files (queries:
+    each clip once; gallery: each image once per livestream, or once with ``global_gallery``;
+    ground truth: the images paired with a clip, as the in-training validation).
+    ``boxes``: the test split's box source; the val queries take their ground-truth boxes
+    (``val_box_file``) unless it is ``none``. ``ConfigError`` when the dataset has no val
+    split."""
     node = config.dataset_config[dataset_name]
     entries = annotation_files(node, "val", dataset_name)
     if not entries:
@@ -198,6 +201,8 @@ def load_val_data(config, dataset_name, global_gallery):
     kinds = [annotation_kind(os.path.join(data_dir, str(entry))) for entry in entries]
     if "query" in kinds:
         query_dataset = builder.load_query(node, "val")
+        if hasattr(builder, "attach_query_boxes") and query_dataset.box_settings.mode:
+            builder.attach_query_boxes(node, query_dataset, "none" if boxes == "none" else "gt")
         gallery_dataset = builder.load_gallery(node, "val")
         ground_truth = {r.video_id: r.gt for r in query_dataset.records if r.gt}
     else:

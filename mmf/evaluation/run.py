@@ -149,7 +149,7 @@ def run_evaluation(options, config, dataset_name, data, progress=True):
     device = torch.device(options.device)
     with contextlib.ExitStack() as claim:
         checkpoint, out_dir, val, model = raise_together(
-            lambda: _prepare(options, config, dataset_name, data.global_gallery, device, claim)
+            lambda: _prepare(options, config, dataset_name, data, device, claim)
         )
         logger.info("evaluating %s on %s; outputs in %s", checkpoint, dataset_name, out_dir)
         texts = text_sides(options.text, model)
@@ -166,10 +166,11 @@ def run_evaluation(options, config, dataset_name, data, progress=True):
     return report, out_dir
 
 
-def _prepare(options, config, dataset_name, global_gallery, device, claim):
+def _prepare(options, config, dataset_name, data, device, claim):
     """The checkpoint, the output folder (claimed by rank 0 through the ``ExitStack``
     ``claim``; created by the other ranks for their token files), the validation data (with
-    ``rerank_weight`` auto, else None) and the loaded model."""
+    ``rerank_weight`` auto, else None; boxes unless the test ``data`` has none) and the
+    loaded model."""
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda requested but CUDA is not available")
     checkpoint = os.path.abspath(
@@ -185,7 +186,8 @@ def _prepare(options, config, dataset_name, global_gallery, device, claim):
             raise ConfigError(f"--out {out_dir}: cannot write there ({err.strerror})") from None
     val = None
     if options.rerank_weight == AUTO:
-        val = load_val_data(config, dataset_name, global_gallery)
+        boxes = data.boxes["source"] if data.boxes else "none"
+        val = load_val_data(config, dataset_name, data.global_gallery, boxes)
     return checkpoint, out_dir, val, load_eval_model(config, checkpoint, device)
 
 

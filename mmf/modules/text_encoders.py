@@ -13,11 +13,12 @@ vector for it, so that a model can swap in a learned "no text" vector.
 
 - ``hf_text``: any ``transformers`` text model and its tokenizer, read from a local folder
   (``local_files_only=True``), pooled to one vector.
-- ``hashed_ngrams``: character n-grams hashed into an ``nn.EmbeddingBag`` trained from
-  scratch; needs no weights and works on any script.
+- ``hashed_ngrams``: character (and optionally word) n-grams hashed into an
+  ``nn.EmbeddingBag`` trained from scratch; needs no weights and works on any script.
 """
 import logging
 import os
+import re
 import unicodedata
 import zlib
 
@@ -30,6 +31,7 @@ from mmf.common.registry import registry
 logger = logging.getLogger(__name__)
 
 POOLINGS = ("cls", "mean")
+WORD = re.compile(r"\w+")
 
 
 def text_of(item):
@@ -183,21 +185,29 @@ class HFTextEncoder(nn.Module):
 
 
 class HashedNgramTokenizer:
-    """Character n-grams -> bucket ids in ``[1, num_buckets]`` (0 pads), with a stable hash.
+    """Character and word n-grams -> bucket ids in ``[1, num_buckets]`` (0 pads), with a
+    stable hash.
 
     The text is NFKC-normalised, optionally case-folded, its whitespace collapsed to single
-    spaces and cut to ``max_chars``; every n-gram for n in ``ngram_range`` that is not blank
-    is hashed with ``zlib.crc32`` of its UTF-8 bytes, so ids are the same in every process.
+    spaces and cut to ``max_chars``. Every character n-gram for n in ``ngram_range`` (None:
+    none) that is not blank, then every word n-gram for n in 1..``word_ngrams`` (words: runs
+    of letters and digits, ``\\w+``; a word n-gram is its words joined by a space) is hashed
+    with ``zlib.crc32`` of its UTF-8 bytes (word n-grams behind a ``\\x01`` prefix, so the
+    word "a" and the character "a" differ), so ids are the same in every process.
     ``tokenizer(text)`` -> ``ngram_ids`` [max_ngrams] long and ``has_text`` (bool scalar).
     """
 
-    def __init__(self, ngram_range, num_buckets, max_chars, lowercase):
+    def __init__(self, ngram_range, num_buckets, max_chars, lowercase, word_ngrams=0):
         self.ngram_range = ngram_range
         self.num_buckets = num_buckets
         self.max_chars = max_chars
         self.lowercase = lowercase
-        low, high = ngram_range
-        self.max_ngrams = sum(max(0, max_chars - n + 1) for n in range(low, high + 1))
+        self.word_ngrams = word_ngrams
+        low, high = ngram_range or (1, 0)
+        max_words = (max_chars + 1) // 2
+        self.max_ngrams = sum(max(0, max_chars - n + 1) for n in range(low, high + 1)) + sum(
+            max(0, max_words - n + 1) for n in range(1, word_ngrams + 1)
+        )
 
     def normalize(self, text):
         text = unicodedata.normalize("NFKC", text)
@@ -206,11 +216,18 @@ class HashedNgramTokenizer:
         return " ".join(text.split())[: self.max_chars]
 
     def ngram_ids(self, text):
-        """Bucket ids (1-based) of the n-grams of ``text``, shortest n-grams first."""
+        """Bucket ids (1-based) of the n-grams of ``text``: character n-grams, shortest
+        first, then word n-grams, shortest first."""
         text = self.normalize(text)
-        low, high = self.ngram_range
-        grams = (text[i : i + n] for n in range(low, high + 1) for i in range(len(text) - n + 1))
-        return [zlib.crc32(g.encode("utf-8")) % self.num_buckets + 1 for g in grams if g.strip()]
+        low, high = self.ngram_range or (1, 0)
+        grams = [text[i : i + n] for n in range(low, high + 1) for i in range(len(text) - n + 1)]
+        grams = [g for g in grams if g.strip()]
+        words = WORD.findall(text)
+        grams += [
+            "\x01" + " ".join(words[i : i + n])
+            for n in range(1, self.word_ngrams + 1) for i in range(len(words) - n + 1)
+        ]
+        return [zlib.crc32(g.encode("utf-8")) % self.num_buckets + 1 for g in grams]
 
     def __call__(self, item):
         text = text_of(item)
@@ -222,10 +239,16 @@ class HashedNgramTokenizer:
 
 @registry.register_encoder("hashed_ngrams")
 class HashedNgramEncoder(nn.Module):
-    """Mean of learned embeddings of hashed character n-grams (fastText-style, no weights).
+    """Mean of learned embeddings of hashed character and word n-grams (fastText-style, no
+    weights).
 
     params:
-        ngram_range: [min, max] n-gram lengths in characters (default [1, 3]).
+        ngram_range: [min, max] n-gram lengths in characters (default [1, 3]); null: no
+            character n-grams.
+        word_ngrams: word n-grams of 1 to this many words (default 0: none). Words match
+            whole (an attribute said in the ASR and written in a title), where the character
+            n-grams of the words around them add noise; character n-grams suit text without
+            spaces (Chinese).
         num_buckets: hash buckets (default 65536); the table has one more row, the padding 0.
         dim: embedding width, the ``output_dim`` (default 256).
         max_chars: characters kept per text (default 128).
@@ -246,19 +269,28 @@ class HashedNgramEncoder(nn.Module):
     def build_tokenizer(params):
         where = "text_encoder.params"
         ngram_range = params.get("ngram_range", [1, 3])
-        try:
-            low, high = (int(n) for n in ngram_range)
-        except (TypeError, ValueError):
-            low, high = 0, -1
-        if not 1 <= low <= high:
-            raise ConfigError(
-                f"{where}.ngram_range: expected [min, max] with 1 <= min <= max, got {ngram_range}"
-            )
+        word_ngrams = params.get("word_ngrams", 0)
+        if not isinstance(word_ngrams, int) or isinstance(word_ngrams, bool) or word_ngrams < 0:
+            raise ConfigError(f"{where}.word_ngrams: expected an integer >= 0, got {word_ngrams!r}")
+        if ngram_range is not None:
+            try:
+                low, high = (int(n) for n in ngram_range)
+            except (TypeError, ValueError):
+                low, high = 0, -1
+            if not 1 <= low <= high:
+                raise ConfigError(
+                    f"{where}.ngram_range: expected [min, max] with 1 <= min <= max or null, "
+                    f"got {ngram_range}"
+                )
+            ngram_range = (low, high)
+        elif word_ngrams == 0:
+            raise ConfigError(f"{where}: ngram_range null and word_ngrams 0 leave no n-grams")
         return HashedNgramTokenizer(
-            (low, high),
+            ngram_range,
             _positive_int(params, "num_buckets", 65536, where),
             _positive_int(params, "max_chars", 128, where),
             bool(params.get("lowercase", True)),
+            word_ngrams,
         )
 
     def forward(self, tokens):

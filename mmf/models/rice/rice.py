@@ -299,7 +299,7 @@ class RICE(BaseModel):
         text_losses = {}
         if self.text_fusion is not None:
             kwargs, text_losses = self._text_kwargs(
-                sample_list, image_global, video_global, video_mask, kwargs
+                sample_list, image_global, video_global, video_mask, exclude, kwargs
             )
         key_mask = video_mask
         if self.box_mode == "patch_mask" and isinstance(self.transformer, RICEForPretraining):
@@ -319,16 +319,27 @@ class RICE(BaseModel):
         }
         return {"losses": losses, "train_metrics": metrics}
 
-    def _text_kwargs(self, sample_list, image_global, video_global, video_mask, kwargs):
-        """The head's text arguments (fused embeddings, ASR keys) and ``text_pair_loss``."""
+    def _text_kwargs(self, sample_list, image_global, video_global, video_mask, exclude, kwargs):
+        """The head's text arguments (fused embeddings, ASR keys), ``text_pair_loss`` and,
+        with ``detach_visual``, ``text_score_loss`` (ICL over the fused embeddings, the visual
+        parts and the logit scale detached; the head's ICL then sees the visual ones)."""
         texts = self._batch_texts(sample_list)
         fusion = self.text_fusion
-        image_emb = fusion.fuse("title", embed_image(image_global), texts.get("title"))
-        video_emb = fusion.fuse("asr", embed_video(video_global, video_mask), texts.get("asr"))
-        kwargs = {**kwargs, "embeddings": (image_emb, video_emb)}
-        if isinstance(self.transformer, RICEForPretraining):
-            kwargs["asr_keys"] = fusion.key_tokens(texts.get("asr"))
+        image_emb, video_emb = embed_image(image_global), embed_video(video_global, video_mask)
         losses = {}
+        if self.text_settings.detach_visual:
+            image_emb, video_emb = image_emb.detach(), video_emb.detach()
+        image_emb = fusion.fuse("title", image_emb, texts.get("title"))
+        video_emb = fusion.fuse("asr", video_emb, texts.get("asr"))
+        if self.text_settings.detach_visual:
+            scale = self.transformer.logit_scale.detach()
+            losses["text_score_loss"] = self.transformer.vic_loss(
+                image_emb, video_emb, scale, exclude
+            )
+        else:
+            kwargs = {**kwargs, "embeddings": (image_emb, video_emb)}
+        if isinstance(self.transformer, RICEForPretraining):
+            kwargs = {**kwargs, "asr_keys": fusion.key_tokens(texts.get("asr"))}
         if self.text_settings.pair_loss_weight > 0:
             losses["text_pair_loss"] = fusion.pair_loss(texts["asr"], texts["title"])
         return kwargs, losses

@@ -8,6 +8,8 @@ dataset applies in training with each sample's own seeded RNG, so a resumed run 
 number of processes draw the same drops).
 
 ``encode(tokens)`` -> ``TextVectors``: the encoder's vectors [N, C] and ``present`` [N].
+The projections of text vectors to the embedding width start as one shared isometry
+(``_isometries``).
 
 - ``late``: clip embedding ``normalize(v + g_asr * u_asr)``, image embedding
   ``normalize(i + g_title * u_title)``, with v, i the unit ICL embeddings, u the unit
@@ -19,7 +21,14 @@ number of processes draw the same drops).
   image ``[i ; u_title]`` ([N, 2E]; a missing ASR is 0, a missing title the learned "no
   title" vector), so ranking, caching and mining need no change. Unlike ``late``, whose
   text-to-text term is ``g_asr * g_title`` (second order at 0, so ICL's gradient cannot open
-  the gates from 0), the gradient of w at 0 is the text agreement itself.
+  the gates from 0), the gradient of w at 0 is the text agreement itself. ``score_weight_init``
+  (default 0) starts w elsewhere, e.g. SGMN's fixed 0.5, for a budget too short for w to
+  grow from 0.
+  ``detach_visual``: ICL trains the visual embeddings alone, as in plain RICE, and
+  ``text_score_loss``, the same ICL over the fused embeddings with the visual parts and the
+  logit scale detached, trains w and the text. Text then cannot stand in for what the images
+  should learn (titles cover 9 % of LPR4M's test gallery), and the model without its texts
+  ranks as plain RICE.
 - ``tokens``: the projected ASR vector is one more PMD cross-attention key of its clip
   (``asr_key``, [N, 1, D]), masked out where the clip has no ASR. PFR reconstructs the image
   tokens from the visual keys only. A title belongs to the query image, not to the keys.
@@ -46,7 +55,10 @@ FUSIONS = ("late", "score", "tokens")
 INPUTS = {"asr": ("asr",), "title": ("title",), "both": ("asr", "title")}
 SIDES = ("asr", "title")
 WHERE = "model_config.rice.text"
-KEYS = ("encoder", "fusion", "inputs", "pair_loss_weight", "text_dropout", "lr_multiplier")
+KEYS = (
+    "encoder", "fusion", "inputs", "pair_loss_weight", "text_dropout", "lr_multiplier",
+    "score_weight_init", "detach_visual",
+)
 
 
 @dataclasses.dataclass
@@ -73,6 +85,8 @@ class TextSettings:
     pair_loss_weight: float
     text_dropout: float
     lr_multiplier: float = 1.0
+    score_weight_init: float = 0.0
+    detach_visual: bool = False
 
 
 def read_text_settings(config):
@@ -110,7 +124,32 @@ def read_text_settings(config):
                           f"inputs must be asr or both, got {inputs!r}")
     if "score" in fusion and inputs != "both":
         raise ConfigError(f"{WHERE}.fusion score compares ASR and titles: inputs: both")
-    return TextSettings(encoder, fusion, INPUTS[inputs], weight, dropout, lr_multiplier)
+    score_weight_init = float(node.get("score_weight_init", 0.0))
+    if score_weight_init and "score" not in fusion:
+        raise ConfigError(f"{WHERE}.score_weight_init is the start of the score fusion's "
+                          f"weight: fusion {list(fusion)} has no score")
+    detach_visual = bool(node.get("detach_visual", False))
+    if detach_visual and ("score" not in fusion or "late" in fusion):
+        raise ConfigError(f"{WHERE}.detach_visual keeps text out of the visual embeddings' "
+                          f"training: it needs fusion score without late, got {list(fusion)}")
+    return TextSettings(
+        encoder, fusion, INPUTS[inputs], weight, dropout, lr_multiplier, score_weight_init,
+        detach_visual,
+    )
+
+
+def _isometries(sides, width, embed_dim):
+    """One ``nn.Linear(width, embed_dim)`` per side, all starting as the same isometry
+    (orthonormal columns, bias 0; for embed_dim >= width): the cosine of an ASR and a title,
+    projected each by its own side, starts as the encoder's own (for ``hashed_ngrams``, the
+    n-grams they share), not a random distortion of it."""
+    layers = nn.ModuleDict({side: nn.Linear(width, embed_dim) for side in sides})
+    start = nn.init.orthogonal_(torch.empty(embed_dim, width))
+    with torch.no_grad():
+        for layer in layers.values():
+            layer.weight.copy_(start)
+            layer.bias.zero_()
+    return layers
 
 
 class TextFusion(nn.Module):
@@ -131,14 +170,14 @@ class TextFusion(nn.Module):
         self.score = "score" in settings.fusion
         both = settings.pair_loss_weight > 0 or self.score
         projected = SIDES if both else self.late_sides
-        self.proj = nn.ModuleDict({side: nn.Linear(width, embed_dim) for side in projected})
+        self.proj = _isometries(projected, width, embed_dim)
         self.gate = nn.ParameterDict({s: nn.Parameter(torch.zeros(())) for s in self.late_sides})
         stand_ins = dict.fromkeys(self.late_sides + (("title",) if self.score else ()))
         self.no_text = nn.ParameterDict(
             {s: nn.Parameter(torch.randn(embed_dim) * 0.02) for s in stand_ins}
         )
         if self.score:
-            self.score_weight = nn.Parameter(torch.zeros(()))
+            self.score_weight = nn.Parameter(torch.tensor(settings.score_weight_init))
         self.asr_key = nn.Linear(width, token_dim) if "tokens" in settings.fusion else None
         if settings.pair_loss_weight > 0:
             self.pair_scale = nn.Parameter(torch.tensor(4.0))

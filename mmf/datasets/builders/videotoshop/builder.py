@@ -100,8 +100,9 @@ class VideoToShopBuilder(MMFDatasetBuilder):
     def attach_query_boxes(self, config, queries, source="auto"):
         """Give the query dataset ``queries`` the boxes of ``source`` and describe them.
 
-        source: ``none``; ``gt`` (the file matching ``test_box_file``, pixel boxes scaled to
-        the stored frames with ``frame_sizes_file.query``); a path (a predicted-box json, same
+        source: ``none``; ``gt`` (the file matching ``test_box_file``, for val queries
+        ``val_box_file``, whose absence leaves a val split's frames whole; pixel boxes scaled
+        to the stored frames with ``frame_sizes_file.query``); a path (a predicted-box json, same
         layout, pixels of the stored frame: ``scripts/detect_boxes.py``); ``auto``: ``gt`` when
         the model has a ``box_mode``, else ``none``. Returns ``{"source", "box_mode", ...}``
         with, for a file, ``file``, ``units``, ``box_rule`` and the encoded frames with a box
@@ -117,7 +118,14 @@ class VideoToShopBuilder(MMFDatasetBuilder):
                 "null), so boxes would change nothing; use --boxes none"
             )
         if source == "gt":
-            path = self._find(config, "test_box_file", required=True)
+            key = database.side_file_key("boxes", queries.dataset_type)
+            path = self._find(config, key, required=queries.dataset_type == "test")
+            if path is None:
+                logger.warning(
+                    "%s split: no file matches dataset_config.%s.%s; its query frames stay "
+                    "whole", queries.dataset_type, self.dataset_name, key,
+                )
+                return {"source": "none", "box_mode": mode}
         elif os.path.isfile(source):
             path = source
         else:

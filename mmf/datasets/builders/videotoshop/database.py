@@ -72,6 +72,22 @@ def find_annotation_file(data_dir, pattern, key, required):
     )
 
 
+# The side files of a query / gallery split (query json + gallery txt), by split: the config
+# key of each split's glob pattern. The test keys are the original layout's names.
+SIDE_FILE_KEYS = {
+    "asr": {"test": "asr_file", "val": "val_asr_file"},
+    "title": {"test": "title_file", "val": "val_title_file"},
+    "boxes": {"test": "test_box_file", "val": "val_box_file"},
+}
+
+
+def side_file_key(side, dataset_type):
+    """The config key of the ``side`` file (``asr``, ``title`` or ``boxes``) of the split
+    ``dataset_type``: ``val_*`` for val, the test key otherwise."""
+    keys = SIDE_FILE_KEYS[side]
+    return keys.get(dataset_type, keys["test"])
+
+
 def annotation_kind(path):
     """``"query"`` for a ``.json`` file, else ``"pairs"`` if the first line has tabs, else
     ``"gallery"``."""

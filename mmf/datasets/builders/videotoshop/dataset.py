@@ -8,10 +8,11 @@ follows from the file (``database.annotation_kind``):
   ``image`` [3,H,W] float, ``video_id``, ``image_id``, ``live_id``, ``title``, ``category``,
   ``asr``;
 - ``query`` (``query_tenframes.json``; no image): ``video``, ``video_temporal_mask``,
-  ``video_id``, ``live_id``, plus ``asr`` when ``asr_file`` matches a file and ``category``
-  when the json has categories ("" for clips without one);
+  ``video_id``, ``live_id``, plus ``asr`` when the split's ASR file (``asr_file``, for val
+  ``val_asr_file``) matches a file and ``category`` when the json has categories ("" for clips
+  without one);
 - ``gallery`` (``gallery_main.txt``; no video): ``image``, ``image_id``, ``live_id``, plus
-  ``title`` when ``title_file`` matches a file.
+  ``title`` when the split's title file (``title_file``, for val ``val_title_file``) matches.
 
 With a ``masked_image_processor``, ``image_masks`` [h,w] and ``video_masks`` [F,h,w]
 (temporal mask x block-wise mask) come along; RICE does not read them.
@@ -97,10 +98,10 @@ class VideoToShopDataset(VideoToShopSamples, MMFDataset):
             self.records = self._read_pairs(DEBUG_MAX_LINES if config.get("debug") else None)
         elif self.kind == "query":
             self.records = self._read_queries()
-            self.asr = self._optional_text_map("asr_file")
+            self.asr = self._optional_text_map("asr")
         else:
             self.records = self._read_gallery()
-            self.title = self._optional_text_map("title_file")
+            self.title = self._optional_text_map("title")
         self.has_category = self.kind == "query" and any(
             r.category is not None for r in self.records
         )
@@ -195,7 +196,10 @@ class VideoToShopDataset(VideoToShopSamples, MMFDataset):
     def _read_gallery(self):
         return database.read_gallery_txt(self.annotation_path)
 
-    def _optional_text_map(self, key):
+    def _optional_text_map(self, side):
+        """``{id: text}`` from this split's ``side`` file (``database.side_file_key``), {}
+        when no file matches."""
+        key = database.side_file_key(side, self.dataset_type)
         path = database.find_annotation_file(
             self.data_dir, self.config.get(key), f"dataset_config.{self.dataset_name}.{key}",
             required=False,
