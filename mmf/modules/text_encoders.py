@@ -222,11 +222,12 @@ class HashedNgramTokenizer:
         low, high = self.ngram_range or (1, 0)
         grams = [text[i : i + n] for n in range(low, high + 1) for i in range(len(text) - n + 1)]
         grams = [g for g in grams if g.strip()]
-        words = WORD.findall(text)
-        grams += [
-            "\x01" + " ".join(words[i : i + n])
-            for n in range(1, self.word_ngrams + 1) for i in range(len(words) - n + 1)
-        ]
+        if self.word_ngrams:
+            words = WORD.findall(text)
+            grams += [
+                "\x01" + " ".join(words[i : i + n])
+                for n in range(1, self.word_ngrams + 1) for i in range(len(words) - n + 1)
+            ]
         return [zlib.crc32(g.encode("utf-8")) % self.num_buckets + 1 for g in grams]
 
     def __call__(self, item):

@@ -328,16 +328,15 @@ class RICE(BaseModel):
         image_emb, video_emb = embed_image(image_global), embed_video(video_global, video_mask)
         losses = {}
         if self.text_settings.detach_visual:
-            image_emb, video_emb = image_emb.detach(), video_emb.detach()
-        image_emb = fusion.fuse("title", image_emb, texts.get("title"))
-        video_emb = fusion.fuse("asr", video_emb, texts.get("asr"))
-        if self.text_settings.detach_visual:
+            # The head's ICL gets the visual embeddings; the text term trains on copies.
+            fused = (fusion.fuse("title", image_emb.detach(), texts.get("title")),
+                     fusion.fuse("asr", video_emb.detach(), texts.get("asr")))
             scale = self.transformer.logit_scale.detach()
-            losses["text_score_loss"] = self.transformer.vic_loss(
-                image_emb, video_emb, scale, exclude
-            )
+            losses["text_score_loss"] = self.transformer.vic_loss(*fused, scale, exclude)
         else:
-            kwargs = {**kwargs, "embeddings": (image_emb, video_emb)}
+            image_emb = fusion.fuse("title", image_emb, texts.get("title"))
+            video_emb = fusion.fuse("asr", video_emb, texts.get("asr"))
+        kwargs = {**kwargs, "embeddings": (image_emb, video_emb)}
         if isinstance(self.transformer, RICEForPretraining):
             kwargs = {**kwargs, "asr_keys": fusion.key_tokens(texts.get("asr"))}
         if self.text_settings.pair_loss_weight > 0:
